@@ -1,0 +1,205 @@
+"""Typed settings read from ``GRIDWATCH_*`` environment variables.
+
+Every setting has one reader here that raises :class:`ConfigError` with a sentence naming
+the variable and what is wrong, so a bad value stops the program at start-up rather than
+half-way through an import.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_LEVELS = ("county", "township", "village", "grid")
+
+
+class ConfigError(ValueError):
+    """A ``GRIDWATCH_*`` setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All GridWatch settings, already parsed and checked.
+
+    Attributes
+    ----------
+    database_url : str
+        SQLAlchemy URL; ``sqlite:///…`` (embedded default) or ``postgresql+psycopg://…``.
+    redis_url : str
+        Celery broker / result store and cache; empty means tasks run in-process.
+    secret_key : str
+        Flask session signing key.
+    timezone : zoneinfo.ZoneInfo
+        Zone in which days, weeks, months and quarters are cut (timestamps are stored in UTC).
+    var_dir : pathlib.Path
+        Directory for the SQLite file, import reports and other run-time files.
+    county_extent : tuple of float or None
+        ``(minx, miny, maxx, maxy)`` in WGS84; imported points outside it are rejected.
+    categories_file, survey_factors_file : pathlib.Path or None
+        Local replacements for the shipped category taxonomy and survey factor list.
+    area_levels : tuple of str
+        Area levels from the top down.
+    import_chunk_size : int
+        Rows read, validated and committed together by the importers.
+    """
+
+    database_url: str
+    redis_url: str = ""
+    secret_key: str = ""
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    var_dir: Path = Path("var")
+    county_extent: tuple[float, float, float, float] | None = None
+    categories_file: Path | None = None
+    survey_factors_file: Path | None = None
+    area_levels: tuple[str, ...] = DEFAULT_LEVELS
+    import_chunk_size: int = 20_000
+    secret_key_generated: bool = False
+
+    @property
+    def task_mode(self) -> str:
+        """Return ``"redis"`` when a broker is configured, else ``"eager"`` (in-process)."""
+        return "redis" if self.redis_url else "eager"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Directory where import reports (rejected rows) are written."""
+        return self.var_dir / "reports"
+
+
+def _read_database_url(raw: str | None, var_dir: Path) -> str:
+    if not raw:
+        return f"sqlite:///{(var_dir / 'gridwatch.db').resolve()}"
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"GRIDWATCH_DATABASE_URL is not a database URL: {raw!r}") from exc
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"GRIDWATCH_DATABASE_URL must be sqlite:///… or postgresql://…, not {backend!r}"
+        )
+    if backend == "postgresql" and url.drivername == "postgresql":
+        # psycopg 3 is the driver we install; plain postgresql:// would ask for psycopg2.
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _read_redis_url(raw: str | None) -> str:
+    raw = (raw or "").strip()
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"GRIDWATCH_REDIS_URL must start with redis:// or rediss://: {raw!r}")
+    return raw
+
+
+def _read_timezone(raw: str | None) -> ZoneInfo:
+    name = (raw or "Asia/Shanghai").strip()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"GRIDWATCH_TIMEZONE {name!r} is not an IANA time zone such as Asia/Shanghai"
+        ) from exc
+
+
+def _read_extent(raw: str | None) -> tuple[float, float, float, float] | None:
+    if not raw or not raw.strip():
+        return None
+    parts = raw.replace(" ", "").split(",")
+    try:
+        minx, miny, maxx, maxy = (float(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(
+            f"GRIDWATCH_COUNTY_EXTENT must be four numbers minx,miny,maxx,maxy: {raw!r}"
+        ) from exc
+    if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
+        raise ConfigError(f"GRIDWATCH_COUNTY_EXTENT is not a WGS84 box: {raw!r}")
+    return (minx, miny, maxx, maxy)
+
+
+def _read_optional_file(name: str, raw: str | None) -> Path | None:
+    if not raw or not raw.strip():
+        return None
+    path = Path(raw.strip())
+    if not path.is_file():
+        raise ConfigError(f"{name} names a file that does not exist: {raw!r}")
+    return path
+
+
+def _read_levels(raw: str | None) -> tuple[str, ...]:
+    if not raw or not raw.strip():
+        return DEFAULT_LEVELS
+    levels = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if len(set(levels)) != len(levels) or not levels:
+        raise ConfigError(f"GRIDWATCH_AREA_LEVELS must be distinct names: {raw!r}")
+    return levels
+
+
+def _read_positive_int(name: str, raw: str | None, default: int) -> int:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number: {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive: {raw!r}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every ``GRIDWATCH_*`` setting.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Where to read from; defaults to :data:`os.environ`.
+
+    Returns
+    -------
+    Settings
+
+    Raises
+    ------
+    ConfigError
+        When a value is present but unusable.
+    """
+    env = os.environ if environ is None else environ
+    var_dir = Path(env.get("GRIDWATCH_VAR_DIR") or "var")
+    secret = env.get("GRIDWATCH_SECRET_KEY", "")
+    generated = False
+    if not secret:
+        # A random key per process is safe (sessions just do not survive restarts);
+        # production deployments set GRIDWATCH_SECRET_KEY.
+        secret = secrets.token_hex(32)
+        generated = True
+    elif len(secret) < 16:
+        raise ConfigError("GRIDWATCH_SECRET_KEY must be at least 16 characters long")
+    return Settings(
+        database_url=_read_database_url(env.get("GRIDWATCH_DATABASE_URL"), var_dir),
+        redis_url=_read_redis_url(env.get("GRIDWATCH_REDIS_URL")),
+        secret_key=secret,
+        timezone=_read_timezone(env.get("GRIDWATCH_TIMEZONE")),
+        var_dir=var_dir,
+        county_extent=_read_extent(env.get("GRIDWATCH_COUNTY_EXTENT")),
+        categories_file=_read_optional_file(
+            "GRIDWATCH_CATEGORIES_FILE", env.get("GRIDWATCH_CATEGORIES_FILE")
+        ),
+        survey_factors_file=_read_optional_file(
+            "GRIDWATCH_SURVEY_FACTORS_FILE", env.get("GRIDWATCH_SURVEY_FACTORS_FILE")
+        ),
+        area_levels=_read_levels(env.get("GRIDWATCH_AREA_LEVELS")),
+        import_chunk_size=_read_positive_int(
+            "GRIDWATCH_IMPORT_CHUNK_SIZE", env.get("GRIDWATCH_IMPORT_CHUNK_SIZE"), 20_000
+        ),
+        secret_key_generated=generated,
+    )
+
+
+__all__ = ["ConfigError", "Settings", "load_settings"]

@@ -1,0 +1,1 @@
+"""Shipped reference data: the category taxonomy and the survey factor list (YAML)."""

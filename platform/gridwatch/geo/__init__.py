@@ -1,0 +1,1 @@
+"""Coordinate handling: Chinese map offsets (GCJ-02, BD-09) and projected systems to WGS84."""

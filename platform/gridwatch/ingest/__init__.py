@@ -1,0 +1,1 @@
+"""Importers: read real-world files, validate every row, quarantine rejects, commit the rest."""

@@ -1,0 +1,107 @@
+"""Engines, sessions and schema migrations for SQLite and PostgreSQL + PostGIS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or is not usable (message is for the user)."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_db_engine(database_url: str, **kwargs: Any) -> Engine:
+    """Create an engine; on SQLite, create the file's directory and turn on WAL and FKs.
+
+    Parameters
+    ----------
+    database_url : str
+        SQLAlchemy URL from :class:`gridwatch.config.Settings`.
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """Yield a session that commits on success and rolls back on error."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    location = resources.files("gridwatch.storage").joinpath("migrations")
+    cfg.set_main_option("script_location", str(location))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def head_revision(engine: Engine) -> str | None:
+    """Return the newest migration revision shipped with this version."""
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the revision the database is at (``None`` for an empty database)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_database(engine: Engine, revision: str = "head") -> str | None:
+    """Create or migrate the schema to ``revision`` and return the revision reached.
+
+    Raises
+    ------
+    DatabaseError
+        When the database cannot be reached, or PostGIS is missing on PostgreSQL.
+    """
+    cfg = _alembic_config(engine)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise DatabaseError(
+            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
+        ) from exc
+    return current_revision(engine)

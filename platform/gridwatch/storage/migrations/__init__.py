@@ -1,0 +1,1 @@
+"""Alembic migrations for the GridWatch schema (run with ``gridwatch db upgrade``)."""

@@ -1,0 +1,319 @@
+"""The GridWatch data model (SQLAlchemy 2 declarative, SQLite and PostgreSQL + PostGIS).
+
+Every imported table carries a ``source_id`` that is unique within its table: re-importing a
+file finds its rows already there and adds nothing. Points are kept twice, as ``lon``/``lat``
+floats (cheap filters on any backend) and as a WGS84 geometry (PostGIS spatial queries).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from gridwatch.storage.types import Geometry, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Incident sources. Patrol-discovered incidents are kept apart from reported ones so that
+#: patrols do not chase their own findings.
+INCIDENT_SOURCES = ("call_110", "walk_in", "patrol", "other")
+INCIDENT_STATUSES = ("reported", "accepted", "solved", "closed")
+CAMERA_TYPES = ("checkpoint", "hd", "standard", "private")
+CAMERA_STATUSES = ("online", "offline", "broken")
+TEAM_KINDS = ("police", "township", "village")
+RESPONSE_OUTCOMES = ("completed", "refused", "hung_up", "no_answer")
+USER_ROLES = ("admin", "county", "station", "township", "viewer")
+
+
+def utcnow() -> datetime:
+    """Return the current instant, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them on SQLite)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ImportBatch(Base):
+    """One run of an importer over one file."""
+
+    __tablename__ = "import_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    file_name: Mapped[str] = mapped_column(String(500))
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    rows_imported: Mapped[int] = mapped_column(Integer, default=0)
+    rows_duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    report_path: Mapped[str | None] = mapped_column(String(1000))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class RejectedRow(Base):
+    """A row an importer refused, kept with the reason so nothing is silently lost.
+
+    Unique on (kind, file hash, row, column) so re-importing a file does not pile up copies.
+    """
+
+    __tablename__ = "rejected_rows"
+    __table_args__ = (UniqueConstraint("kind", "file_sha256", "row_number", "column_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("import_batches.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    file_name: Mapped[str] = mapped_column(String(500))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    row_number: Mapped[int] = mapped_column(Integer)
+    column_name: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Area(Base):
+    """A node of the administrative tree: county → township → village → grid (any depth)."""
+
+    __tablename__ = "areas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(32), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    parent_code: Mapped[str | None] = mapped_column(String(64))
+    population: Mapped[int | None] = mapped_column(Integer)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("MULTIPOLYGON"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+    parent: Mapped[Area | None] = relationship(remote_side=[id], back_populates="children")
+    children: Mapped[list[Area]] = relationship(back_populates="parent")
+
+
+class Incident(Base):
+    """A reported or discovered incident (警情 / 案件)."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_grid_occurred", "grid_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("POINT"))
+    address: Mapped[str | None] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(16), default="other", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="reported")
+    solved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    victim_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    description: Mapped[str | None] = mapped_column(Text)
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    outside_grids: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class Camera(Base):
+    """A video camera (雪亮工程 point)."""
+
+    __tablename__ = "cameras"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("POINT"))
+    type: Mapped[str] = mapped_column(String(16), default="standard")
+    status: Mapped[str] = mapped_column(String(16), default="online", index=True)
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    direction_deg: Mapped[float | None] = mapped_column(Float)
+    fov_deg: Mapped[float | None] = mapped_column(Float)
+    range_m: Mapped[float | None] = mapped_column(Float)
+    installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(String(200))
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    outside_grids: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class Station(Base):
+    """A police station (派出所) and the townships it covers."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    lon: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("POINT"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+    townships: Mapped[list[StationTownship]] = relationship(
+        back_populates="station", cascade="all, delete-orphan"
+    )
+
+
+class StationTownship(Base):
+    """Which townships a police station covers."""
+
+    __tablename__ = "station_townships"
+
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), primary_key=True)
+
+    station: Mapped[Station] = relationship(back_populates="townships")
+    area: Mapped[Area] = relationship()
+
+
+class PatrolTeam(Base):
+    """A patrol team: police, township patrol (巡防队) or village patrol."""
+
+    __tablename__ = "patrol_teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
+    home_area_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    members: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class PatrolTrack(Base):
+    """A GPX track of one patrol; its points are also stored as pings."""
+
+    __tablename__ = "patrol_tracks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("patrol_teams.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("LINESTRING"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class PatrolPing(Base):
+    """One GPS position of a patrol team."""
+
+    __tablename__ = "patrol_pings"
+    __table_args__ = (Index("ix_patrol_pings_team_ts", "team_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("patrol_teams.id"))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    geom: Mapped[BaseGeometry | None] = mapped_column(Geometry("POINT"))
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    outside_grids: Mapped[bool] = mapped_column(Boolean, default=False)
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("patrol_tracks.id"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class SurveyWave(Base):
+    """One round of the sense-of-security survey, e.g. ``2026Q3``."""
+
+    __tablename__ = "survey_waves"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), unique=True)
+
+
+class SurveyResult(Base):
+    """Aggregated survey figures for one area in one wave (percentages 0–100)."""
+
+    __tablename__ = "survey_results"
+    __table_args__ = (UniqueConstraint("wave_id", "area_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    wave_id: Mapped[int] = mapped_column(ForeignKey("survey_waves.id"))
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), index=True)
+    respondents: Mapped[int | None] = mapped_column(Integer)
+    security_pct: Mapped[float | None] = mapped_column(Float)
+    satisfaction_pct: Mapped[float | None] = mapped_column(Float)
+    composite_score: Mapped[float | None] = mapped_column(Float)
+    awareness_pct: Mapped[float | None] = mapped_column(Float)
+    participation_pct: Mapped[float | None] = mapped_column(Float)
+    factor_shares: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class SurveyResponse(Base):
+    """One respondent's answers in one wave (raw responses)."""
+
+    __tablename__ = "survey_responses"
+    __table_args__ = (Index("ix_survey_responses_wave_area", "wave_id", "area_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128), unique=True)
+    wave_id: Mapped[int] = mapped_column(ForeignKey("survey_waves.id"))
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"))
+    respondent: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16), default="completed")
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    factors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    weight: Mapped[float | None] = mapped_column(Float)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
+
+
+class User(Base):
+    """A person who signs in to the web app (used from the web issue on)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    area_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+#: Tables that carry a geometry column, with the column's PostGIS type (for the migration).
+GEOMETRY_TABLES = {
+    "areas": "MULTIPOLYGON",
+    "incidents": "POINT",
+    "cameras": "POINT",
+    "stations": "POINT",
+    "patrol_tracks": "LINESTRING",
+    "patrol_pings": "POINT",
+}

@@ -1,0 +1,120 @@
+"""Incident category taxonomy and survey dissatisfaction factors, loaded from YAML.
+
+Both lists are configuration: the shipped defaults live in :mod:`gridwatch.data` and a
+locality replaces them with ``GRIDWATCH_CATEGORIES_FILE`` / ``GRIDWATCH_SURVEY_FACTORS_FILE``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class TaxonomyError(ValueError):
+    """A taxonomy or factor file is malformed."""
+
+
+def _norm(value: str) -> str:
+    return unicodedata.normalize("NFKC", str(value)).strip().casefold().replace(" ", "_")
+
+
+@dataclass(frozen=True)
+class Category:
+    """One incident category (``code``, names and the groups it belongs to)."""
+
+    code: str
+    zh: str
+    en: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass
+class Taxonomy:
+    """The category list with its groups and a lookup from any accepted spelling to a code."""
+
+    categories: dict[str, Category]
+    groups: dict[str, dict[str, str]]
+    _lookup: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def resolve(self, value: object) -> str | None:
+        """Return the category code for a code, Chinese/English name or alias, else ``None``."""
+        if value is None:
+            return None
+        return self._lookup.get(_norm(str(value)))
+
+    def in_group(self, group: str) -> list[str]:
+        """Return the codes of the categories in ``group``."""
+        if group not in self.groups:
+            raise KeyError(f"unknown category group {group!r}")
+        return [c.code for c in self.categories.values() if group in c.groups]
+
+
+@dataclass(frozen=True)
+class SurveyFactor:
+    """One dissatisfaction factor of the survey questionnaire."""
+
+    code: str
+    zh: str
+    en: str
+
+
+def _read_yaml(path: Path | None, default_name: str) -> dict[str, Any]:
+    if path is None:
+        text = resources.files("gridwatch.data").joinpath(default_name).read_text("utf-8")
+        source = default_name
+    else:
+        text = Path(path).read_text("utf-8")
+        source = str(path)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise TaxonomyError(f"{source}: expected a mapping at the top level")
+    data["_source"] = source
+    return data
+
+
+@lru_cache(maxsize=8)
+def load_taxonomy(path: Path | None = None) -> Taxonomy:
+    """Load the category taxonomy (the shipped default when ``path`` is ``None``)."""
+    data = _read_yaml(path, "categories.yaml")
+    source = data["_source"]
+    groups = data.get("groups") or {}
+    raw = data.get("categories")
+    if not isinstance(raw, dict) or not raw:
+        raise TaxonomyError(f"{source}: no 'categories' mapping")
+    categories: dict[str, Category] = {}
+    lookup: dict[str, str] = {}
+    for code, spec in raw.items():
+        spec = spec or {}
+        cat_groups = tuple(spec.get("groups") or ())
+        unknown = [g for g in cat_groups if g not in groups]
+        if unknown:
+            raise TaxonomyError(f"{source}: category {code!r} names unknown groups {unknown}")
+        cat = Category(str(code), str(spec.get("zh", code)), str(spec.get("en", code)), cat_groups)
+        categories[cat.code] = cat
+        for spelling in [cat.code, cat.zh, cat.en, *(spec.get("aliases") or [])]:
+            key = _norm(str(spelling))
+            if key in lookup and lookup[key] != cat.code:
+                raise TaxonomyError(
+                    f"{source}: {spelling!r} names both {lookup[key]!r} and {cat.code!r}"
+                )
+            lookup[key] = cat.code
+    return Taxonomy(categories=categories, groups=dict(groups), _lookup=lookup)
+
+
+@lru_cache(maxsize=8)
+def load_survey_factors(path: Path | None = None) -> dict[str, SurveyFactor]:
+    """Load the survey dissatisfaction factors, in questionnaire order."""
+    data = _read_yaml(path, "survey_factors.yaml")
+    raw = data.get("factors")
+    if not isinstance(raw, dict) or not raw:
+        raise TaxonomyError(f"{data['_source']}: no 'factors' mapping")
+    return {
+        str(code): SurveyFactor(str(code), str(s.get("zh", code)), str(s.get("en", code)))
+        for code, s in raw.items()
+    }

@@ -6,6 +6,7 @@ one clear sentence and exit status 2; a user never sees a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -19,6 +20,18 @@ from gridwatch.config import ConfigError, Settings, load_settings
 from gridwatch.storage import DatabaseError, create_db_engine, upgrade_database
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The kinds ``gridwatch import`` accepts (kept here so --help needs no heavy imports).
+IMPORT_KINDS = [
+    "grids",
+    "stations",
+    "incidents",
+    "cameras",
+    "teams",
+    "patrols",
+    "surveys",
+    "survey-responses",
+]
 
 
 class UserFacingError(click.ClickException):
@@ -89,6 +102,162 @@ def db_upgrade(ctx: click.Context) -> None:
     engine = create_db_engine(settings.database_url)
     revision = upgrade_database(engine)
     click.echo(f"database at revision {revision}: {engine.url.render_as_string()}")
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+@friendly_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show what the database holds: counts, schema revision and the latest imports."""
+    from gridwatch.status import collect_status, format_status
+
+    settings = get_settings(ctx)
+    report = collect_status(create_db_engine(settings.database_url), settings)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(format_status(report))
+
+
+@main.group()
+def export() -> None:
+    """Export data for GIS and other tools."""
+
+
+class _LayerProgress:
+    """One progress bar per exported layer, on standard error."""
+
+    def __init__(self) -> None:
+        self._bars = contextlib.ExitStack()
+        self._bar: Any = None
+        self._layer = ""
+        self._done = 0
+
+    def __call__(self, layer: str, done: int, total: int) -> None:
+        if layer != self._layer:
+            self.close()
+            self._layer, self._done = layer, 0
+            bar = click.progressbar(length=max(total, 1), label=f"{layer:<13}", file=sys.stderr)
+            self._bar = self._bars.enter_context(bar)
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        self._bars.close()
+
+
+@export.command("gpkg")
+@click.argument("out_path", metavar="OUT.gpkg", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+@friendly_errors
+def export_gpkg_command(ctx: click.Context, out_path: Path) -> None:
+    """Write areas, incidents, cameras, stations and patrol pings to a GeoPackage.
+
+    All layers are in WGS84 (EPSG:4326); an existing OUT.gpkg is replaced.
+    """
+    from gridwatch.export import export_gpkg
+
+    settings = get_settings(ctx)
+    if not out_path.parent.is_dir():
+        raise UserFacingError(f"the folder {out_path.parent} does not exist")
+    progress = _LayerProgress()
+    try:
+        counts = export_gpkg(
+            create_db_engine(settings.database_url),
+            out_path,
+            settings.timezone,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    click.echo(f"wrote {out_path} (EPSG:4326)")
+    width = max(len(layer) for layer in counts)
+    for layer, n in counts.items():
+        click.echo(f"  {layer:<{width}}  {n:>12,}")
+
+
+class RowProgress:
+    """Report rows read on standard error while a long import runs."""
+
+    def __init__(self, label: str, quiet: bool = False) -> None:
+        self.label = label
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, rows: int) -> None:
+        """Print the running count (overwriting the line on a terminal)."""
+        if self.quiet:
+            return
+        end = "\r" if self.tty else "\n"
+        click.echo(f"{self.label}: {rows:,} rows read", err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+    def done(self) -> None:
+        """End the progress line."""
+        if self.tty and not self.quiet:
+            click.echo("", err=True)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """Return the one-line human summary of an import."""
+    line = (
+        f"{Path(summary['file']).name} [{summary['kind']}]: read {summary['read']:,}, "
+        f"imported {summary['imported']:,}, duplicates {summary['duplicates']:,}, "
+        f"rejected {summary['rejected']:,}"
+    )
+    if summary.get("report"):
+        line += f"\n  rejected rows (row, column, reason): {summary['report']}"
+    return line
+
+
+@main.command("import")
+@click.argument("kind", type=click.Choice(IMPORT_KINDS))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--layer", help="Layer (GeoPackage) or sheet (XLSX) to read.")
+@click.option(
+    "--crs",
+    help="Coordinate system of the file: wgs84, cgcs2000, gcj02 (Amap/Tencent), bd09 (Baidu) "
+    "or EPSG:n. Default: the file's own, else wgs84.",
+)
+@click.option(
+    "--encoding",
+    default="auto",
+    show_default=True,
+    help="Text encoding of CSV files: auto, utf-8, gbk or gb18030.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(path_type=Path),
+    help="YAML file renaming foreign columns and values.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@friendly_errors
+def import_command(
+    ctx: click.Context,
+    kind: str,
+    file: Path,
+    layer: str | None,
+    crs: str | None,
+    encoding: str,
+    mapping: Path | None,
+    as_json: bool,
+) -> None:
+    """Import FILE of KIND; bad rows are quarantined and listed, good rows committed."""
+    from gridwatch.ingest import ImportOptions, import_file
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    progress = RowProgress(file.name)
+    options = ImportOptions(layer=layer, crs=crs, encoding=encoding, mapping=mapping)
+    summary = import_file(kind, file, settings, engine, options, progress=progress)
+    progress.done()
+    data = summary.as_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(summary_line(data))
 
 
 def run() -> None:

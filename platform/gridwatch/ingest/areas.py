@@ -131,7 +131,7 @@ class AreaImporter(Importer):
 
     def finish(self, batch_id: int, reject: Callable[[Rejection], None]) -> int:
         """Check parents, insert the new areas and link them to their parents."""
-        stored = {c: i for c, i in self.session.execute(select(Area.code, Area.id)).tuples()}
+        stored = {c: i for c, i in self.session.execute(select(Area.code, Area.id)).all()}
         good = {r.values["code"]: r for r in self.pending}
         changed = True
         while changed:  # a child of a rejected parent is rejected too
@@ -162,7 +162,7 @@ class AreaImporter(Importer):
             for r in good.values()
         ]
         insert_ignoring_duplicates(self.session, self.table, rows)
-        ids = {c: i for c, i in self.session.execute(select(Area.code, Area.id)).tuples()}
+        ids = {c: i for c, i in self.session.execute(select(Area.code, Area.id)).all()}
         for record in good.values():
             parent = record.values["parent_code"]
             if parent:

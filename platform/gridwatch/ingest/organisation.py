@@ -44,7 +44,7 @@ class StationImporter(Importer):
     def prepare(self) -> None:
         """Load area codes (townships must exist) and the grid index."""
         super().prepare()
-        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).tuples())
+        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).all())
 
     def parse(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate one station row."""
@@ -98,8 +98,8 @@ class TeamImporter(Importer):
 
     def prepare(self) -> None:
         """Load station and area codes for the references."""
-        self.station_ids = dict(self.session.execute(select(Station.code, Station.id)).tuples())
-        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).tuples())
+        self.station_ids = dict(self.session.execute(select(Station.code, Station.id)).all())
+        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).all())
 
     def parse(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate one team row."""

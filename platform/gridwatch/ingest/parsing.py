@@ -106,7 +106,8 @@ def parse_datetime(value: Any, tz: ZoneInfo, fmt: str | None = None) -> datetime
             return _attach_zone(datetime.strptime(raw, fmt), tz)
         except ValueError:
             raise ValueError(f"{raw!r} does not match the date format {fmt!r}") from None
-    cleaned = raw.translate(_CN_DATE).replace("/", "-").replace(".", "-", 2).strip()
+    cleaned = raw.translate(_CN_DATE).replace("/", "-").replace(".", "-", 2)
+    cleaned = re.sub(r"\s+", " ", cleaned).strip().rstrip(":")
     try:
         return _attach_zone(datetime.fromisoformat(cleaned), tz)
     except ValueError:

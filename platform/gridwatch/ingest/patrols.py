@@ -42,7 +42,7 @@ class PatrolImporter(Importer):
     def prepare(self) -> None:
         """Load team codes and the grid index."""
         super().prepare()
-        self.team_ids = dict(self.session.execute(select(PatrolTeam.code, PatrolTeam.id)).tuples())
+        self.team_ids = dict(self.session.execute(select(PatrolTeam.code, PatrolTeam.id)).all())
         self.tracks: dict[str, list[tuple[datetime, float, float, str]]] = defaultdict(list)
 
     def parse(self, values: dict[str, Any]) -> dict[str, Any]:

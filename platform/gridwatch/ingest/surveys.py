@@ -71,9 +71,9 @@ class _SurveyBase(Importer):
 
     def prepare(self) -> None:
         """Load area codes and existing waves."""
-        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).tuples())
+        self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).all())
         self.wave_ids = dict(
-            self.session.execute(select(SurveyWave.period, SurveyWave.id)).tuples()
+            self.session.execute(select(SurveyWave.period, SurveyWave.id)).all()
         )
 
     def area_and_period(self, values: dict[str, Any]) -> tuple[int, str]:

@@ -42,14 +42,30 @@ X0, Y0, D = 113.0, 28.0, 0.01
 def grid_frame() -> gpd.GeoDataFrame:
     rows = [
         ("430000000000", "测试县", "county", None, 4000, box(X0, Y0, X0 + 2 * D, Y0 + 2 * D)),
-        ("430000001000", "城关镇", "township", "430000000000", 4000, box(X0, Y0, X0 + 2 * D, Y0 + 2 * D)),
-        ("430000001001", "东村", "village", "430000001000", 4000, box(X0, Y0, X0 + 2 * D, Y0 + 2 * D)),
+        (
+            "430000001000",
+            "城关镇",
+            "township",
+            "430000000000",
+            4000,
+            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
+        ),
+        (
+            "430000001001",
+            "东村",
+            "village",
+            "430000001000",
+            4000,
+            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
+        ),
     ]
     n = 1
     for i in range(2):
         for j in range(2):
             cell = box(X0 + i * D, Y0 + j * D, X0 + (i + 1) * D, Y0 + (j + 1) * D)
-            rows.append((f"430000001001{n:03d}", f"东村第{n}网格", "grid", "430000001001", 1000, cell))
+            rows.append(
+                (f"430000001001{n:03d}", f"东村第{n}网格", "grid", "430000001001", 1000, cell)
+            )
             n += 1
     return gpd.GeoDataFrame(
         {
@@ -178,7 +194,13 @@ def test_bad_area_rows_are_quarantined(engine, db_settings, tmp_path):
             "parent_code": ["NOPE", "X1", None, None, None],
             "population": [1, 1, 1, 1, -5],
         },
-        geometry=[box(0, 0, 1, 1), box(0, 0, 1, 1), Point(113, 28), box(0, 0, 1, 1), box(0, 0, 1, 1)],
+        geometry=[
+            box(0, 0, 1, 1),
+            box(0, 0, 1, 1),
+            Point(113, 28),
+            box(0, 0, 1, 1),
+            box(0, 0, 1, 1),
+        ],
         crs="EPSG:4326",
     )
     path = tmp_path / "bad.gpkg"
@@ -216,20 +238,80 @@ def test_grids_in_gcj02_are_stored_as_wgs84(engine, db_settings, tmp_path):
 
 # --- incidents ---------------------------------------------------------------------------
 
-CN_HEADER = ["警情编号", "发案时间", "报警时间", "案件类别", "经度", "纬度", "发案地址", "警情来源",
-             "办理状态", "破案时间", "回访时间", "简要案情"]
+CN_HEADER = [
+    "警情编号",
+    "发案时间",
+    "报警时间",
+    "案件类别",
+    "经度",
+    "纬度",
+    "发案地址",
+    "警情来源",
+    "办理状态",
+    "破案时间",
+    "回访时间",
+    "简要案情",
+]
 
 
 def incident_rows():
     return [
-        ["J1", "2026-07-04 13:05:00", "2026-07-04 13:20:00", "盗窃", X0 + 0.005, Y0 + 0.005,
-         "城关镇东村一组", "110报警", "已受理", "", "", "电动车被盗"],
-        ["J2", "2026/7/4 22:05", "", "入室盗窃", X0 + 0.015, Y0 + 0.015, "东村二组", "巡逻发现",
-         "已破案", "2026-07-06 09:00", "", ""],
-        ["J3", "2026年7月5日 8时30分", "", "robbery", X0 + 0.005, Y0 + 0.015, "", "来所报案",
-         "已破案", "2026-07-05 12:00", "2026-07-07 10:00", ""],
-        ["J4", "2026-07-05T01:00:00+08:00", "", "Telecom and online fraud", X0 + 0.015,
-         Y0 + 0.005, "", "110", "已报警", "", "", ""],
+        [
+            "J1",
+            "2026-07-04 13:05:00",
+            "2026-07-04 13:20:00",
+            "盗窃",
+            X0 + 0.005,
+            Y0 + 0.005,
+            "城关镇东村一组",
+            "110报警",
+            "已受理",
+            "",
+            "",
+            "电动车被盗",
+        ],
+        [
+            "J2",
+            "2026/7/4 22:05",
+            "",
+            "入室盗窃",
+            X0 + 0.015,
+            Y0 + 0.015,
+            "东村二组",
+            "巡逻发现",
+            "已破案",
+            "2026-07-06 09:00",
+            "",
+            "",
+        ],
+        [
+            "J3",
+            "2026年7月5日 8时30分",
+            "",
+            "robbery",
+            X0 + 0.005,
+            Y0 + 0.015,
+            "",
+            "来所报案",
+            "已破案",
+            "2026-07-05 12:00",
+            "2026-07-07 10:00",
+            "",
+        ],
+        [
+            "J4",
+            "2026-07-05T01:00:00+08:00",
+            "",
+            "Telecom and online fraud",
+            X0 + 0.015,
+            Y0 + 0.005,
+            "",
+            "110",
+            "已报警",
+            "",
+            "",
+            "",
+        ],
     ]
 
 
@@ -239,8 +321,14 @@ def test_incidents_chinese_headers_any_encoding(loaded, tmp_path, encoding):
     path = write_csv(tmp_path / "jq.csv", CN_HEADER, incident_rows(), encoding=encoding)
     summary = import_file("incidents", path, settings, engine)
     assert summary.as_dict() | {"batch_id": None} == {
-        "file": str(path), "kind": "incidents", "read": 4, "imported": 4, "duplicates": 0,
-        "rejected": 0, "report": None, "batch_id": None,
+        "file": str(path),
+        "kind": "incidents",
+        "read": 4,
+        "imported": 4,
+        "duplicates": 0,
+        "rejected": 0,
+        "report": None,
+        "batch_id": None,
     }
     with session_scope(engine) as s:
         got = {i.source_id: i for i in s.scalars(select(Incident))}
@@ -249,7 +337,11 @@ def test_incidents_chinese_headers_any_encoding(loaded, tmp_path, encoding):
     assert j1.occurred_at == datetime(2026, 7, 4, 5, 5, tzinfo=UTC)  # 13:05 Beijing time
     assert j1.reported_at == datetime(2026, 7, 4, 5, 20, tzinfo=UTC)
     assert (j1.category, j1.source, j1.status, j1.address) == (
-        "theft", "call_110", "accepted", "城关镇东村一组")
+        "theft",
+        "call_110",
+        "accepted",
+        "城关镇东村一组",
+    )
     assert got["J2"].occurred_at == datetime(2026, 7, 4, 14, 5, tzinfo=UTC)
     assert (got["J2"].source, got["J2"].status) == ("patrol", "solved")
     assert got["J3"].occurred_at == datetime(2026, 7, 5, 0, 30, tzinfo=UTC)
@@ -283,8 +375,16 @@ def test_every_kind_of_bad_incident_row_is_quarantined(loaded, tmp_path):
     assert (summary.read, summary.imported, summary.rejected) == (14, 4, 10)
     got = rejected(engine, "incidents")
     assert [(r, c) for r, c, _ in got] == [
-        (4, "occurred_at"), (5, "occurred_at"), (6, "category"), (7, "lon"), (8, "lon"),
-        (9, "id"), (10, "source"), (11, "solved_at"), (12, "occurred_at"), (13, "category"),
+        (4, "occurred_at"),
+        (5, "occurred_at"),
+        (6, "category"),
+        (7, "lon"),
+        (8, "lon"),
+        (9, "id"),
+        (10, "source"),
+        (11, "solved_at"),
+        (12, "occurred_at"),
+        (13, "category"),
     ]
     reasons = {r: reason for r, _, reason in got}
     assert reasons[4] == "required value is missing"
@@ -318,14 +418,22 @@ def test_rows_without_ids_get_stable_ids_and_identical_rows_are_kept(loaded, tmp
     engine, settings = loaded
     header = ["发案时间", "案件类别", "经度", "纬度"]
     same = ["2026-07-01 10:00", "盗窃", X0 + 0.001, Y0 + 0.001]
-    path = write_csv(tmp_path / "noid.csv", header, [same, same, same, ["2026-07-02 10:00", "赌博", X0, Y0 + 0.001]])
+    path = write_csv(
+        tmp_path / "noid.csv",
+        header,
+        [same, same, same, ["2026-07-02 10:00", "赌博", X0, Y0 + 0.001]],
+    )
     first = import_file("incidents", path, settings, engine)
     assert (first.imported, first.rejected) == (4, 0)
     second = import_file("incidents", path, settings, engine)
     assert (second.imported, second.duplicates) == (0, 4)
     assert count(engine, Incident) == 4
     # a file with one more identical row adds exactly that row
-    path2 = write_csv(tmp_path / "noid2.csv", header, [same, same, same, same, ["2026-07-02 10:00", "赌博", X0, Y0 + 0.001]])
+    path2 = write_csv(
+        tmp_path / "noid2.csv",
+        header,
+        [same, same, same, same, ["2026-07-02 10:00", "赌博", X0, Y0 + 0.001]],
+    )
     third = import_file("incidents", path2, settings, engine)
     assert (third.imported, third.duplicates) == (1, 4)
 
@@ -358,8 +466,11 @@ def test_incident_coordinates_in_chinese_offsets(loaded, tmp_path, crs):
     convert = wgs84_to_gcj02 if crs == "gcj02" else wgs84_to_bd09
     x, y = convert(lon, lat)
     assert abs(float(x) - lon) > 1e-4  # the offset is real (hundreds of metres)
-    path = write_csv(tmp_path / "o.csv", ["id", "occurred_at", "category", "lon", "lat"],
-                     [["C1", "2026-07-01 10:00", "theft", f"{float(x):.7f}", f"{float(y):.7f}"]])
+    path = write_csv(
+        tmp_path / "o.csv",
+        ["id", "occurred_at", "category", "lon", "lat"],
+        [["C1", "2026-07-01 10:00", "theft", f"{float(x):.7f}", f"{float(y):.7f}"]],
+    )
     import_file("incidents", path, settings, engine, ImportOptions(crs=crs))
     with session_scope(engine) as s:
         inc = s.scalars(select(Incident)).one()
@@ -375,7 +486,10 @@ def test_county_extent_rejects_points_outside(engine, tmp_path, db_url, grids_fi
         tmp_path, GRIDWATCH_DATABASE_URL=db_url, GRIDWATCH_COUNTY_EXTENT="112.9,27.9,113.1,28.1"
     )
     import_file("grids", grids_file, settings, engine)
-    rows = [["K1", "2026-07-01 10:00", "theft", X0, Y0], ["K2", "2026-07-01 10:00", "theft", 116.4, 39.9]]
+    rows = [
+        ["K1", "2026-07-01 10:00", "theft", X0, Y0],
+        ["K2", "2026-07-01 10:00", "theft", 116.4, 39.9],
+    ]
     path = write_csv(tmp_path / "k.csv", ["id", "occurred_at", "category", "lon", "lat"], rows)
     summary = import_file("incidents", path, settings, engine)
     assert (summary.imported, summary.rejected) == (1, 1)
@@ -386,7 +500,8 @@ def test_mapping_file_imports_a_foreign_export(loaded, tmp_path):
     engine, settings = loaded
     mapping = tmp_path / "chicago.yaml"
     mapping.write_text(
-        "columns: {id: ID, occurred_at: Date, category: Primary Type, lon: Longitude, lat: Latitude}\n"
+        "columns: {id: ID, occurred_at: Date, category: Primary Type,\n"
+        "          lon: Longitude, lat: Latitude}\n"
         "categories: {THEFT: theft, BURGLARY: burglary, ROBBERY: robbery}\n"
         "values: {source: {'911': call_110}}\n"
         "constants: {source: '911'}\n"
@@ -399,8 +514,11 @@ def test_mapping_file_imports_a_foreign_export(loaded, tmp_path):
         ["X2", "07/04/2026 11:00:00 PM", "BURGLARY", X0 + 0.011, Y0 + 0.001, "ignored"],
         ["X3", "07/04/2026 11:00:00 PM", "ARSON BY UFO", X0, Y0, ""],
     ]
-    path = write_csv(tmp_path / "foreign.csv",
-                     ["ID", "Date", "Primary Type", "Longitude", "Latitude", "Beat"], rows)
+    path = write_csv(
+        tmp_path / "foreign.csv",
+        ["ID", "Date", "Primary Type", "Longitude", "Latitude", "Beat"],
+        rows,
+    )
     summary = import_file("incidents", path, settings, engine, ImportOptions(mapping=mapping))
     assert (summary.imported, summary.rejected) == (2, 1)
     with session_scope(engine) as s:
@@ -456,8 +574,11 @@ def test_whole_file_failures_commit_nothing(loaded, tmp_path):
 def test_row_with_too_many_fields_is_rejected(loaded, tmp_path):
     engine, settings = loaded
     path = tmp_path / "extra.csv"
-    path.write_text("id,occurred_at,category,lon,lat\nA,2026-07-01 10:00,theft,113.001,28.001,EXTRA\n"
-                    "B,2026-07-01 10:00,theft,113.001,28.001\n", "utf-8")
+    path.write_text(
+        "id,occurred_at,category,lon,lat\nA,2026-07-01 10:00,theft,113.001,28.001,EXTRA\n"
+        "B,2026-07-01 10:00,theft,113.001,28.001\n",
+        "utf-8",
+    )
     summary = import_file("incidents", path, settings, engine)
     assert (summary.imported, summary.rejected) == (1, 1)
     assert "6 fields but the header has 5" in rejected(engine, "incidents")[0][2]
@@ -469,19 +590,109 @@ def test_row_with_too_many_fields_is_rejected(loaded, tmp_path):
 def write_cameras_xlsx(path: Path) -> Path:
     wb = Workbook()
     ws = wb.active
-    ws.append(["点位编号", "点位名称", "经度", "纬度", "类型", "状态", "分辨率", "朝向", "视场角", "监控距离",
-               "建设时间", "建设单位"])
-    ws.append(["C1", "东村路口", X0 + 0.002, Y0 + 0.002, "卡口", "在线", "1080P", 90, 60, 80,
-               datetime(2024, 5, 1), "县公安局"])
-    ws.append(["C2", "村委会", X0 + 0.012, Y0 + 0.002, "高清", "故障", "400万", None, None, None,
-               "2023-01-02", "城关镇"])
-    ws.append(["C3", "小卖部", X0 + 0.002, Y0 + 0.012, "社会联网", "离线", None, 400, 90, 50, None, None])
-    ws.append(["C4", "桥头", X0 + 0.012, Y0 + 0.012, "高清", "被偷了", None, None, None, None, None, None])
-    ws.append(["C5", "山上", X0 + 0.012, Y0 + 0.012, "激光炮", "在线", None, None, None, None, None, None])
+    ws.append(
+        [
+            "点位编号",
+            "点位名称",
+            "经度",
+            "纬度",
+            "类型",
+            "状态",
+            "分辨率",
+            "朝向",
+            "视场角",
+            "监控距离",
+            "建设时间",
+            "建设单位",
+        ]
+    )
+    ws.append(
+        [
+            "C1",
+            "东村路口",
+            X0 + 0.002,
+            Y0 + 0.002,
+            "卡口",
+            "在线",
+            "1080P",
+            90,
+            60,
+            80,
+            datetime(2024, 5, 1),
+            "县公安局",
+        ]
+    )
+    ws.append(
+        [
+            "C2",
+            "村委会",
+            X0 + 0.012,
+            Y0 + 0.002,
+            "高清",
+            "故障",
+            "400万",
+            None,
+            None,
+            None,
+            "2023-01-02",
+            "城关镇",
+        ]
+    )
+    ws.append(
+        ["C3", "小卖部", X0 + 0.002, Y0 + 0.012, "社会联网", "离线", None, 400, 90, 50, None, None]
+    )
+    ws.append(
+        [
+            "C4",
+            "桥头",
+            X0 + 0.012,
+            Y0 + 0.012,
+            "高清",
+            "被偷了",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+    )
+    ws.append(
+        [
+            "C5",
+            "山上",
+            X0 + 0.012,
+            Y0 + 0.012,
+            "激光炮",
+            "在线",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+    )
     ws.append([None] * 12)  # blank rows are not data
-    ws.append([1234, "太远", X0 + 0.003, Y0 + 0.003, "标清", "在线", None, None, None, 9999, None, None])
-    ws.append([5678.0, "数字编号", X0 + 0.003, Y0 + 0.003, "标清", "在线", None, None, None, None, None,
-               None])
+    ws.append(
+        [1234, "太远", X0 + 0.003, Y0 + 0.003, "标清", "在线", None, None, None, 9999, None, None]
+    )
+    ws.append(
+        [
+            5678.0,
+            "数字编号",
+            X0 + 0.003,
+            Y0 + 0.003,
+            "标清",
+            "在线",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+    )
     wb.save(path)
     return path
 
@@ -491,13 +702,22 @@ def test_cameras_from_xlsx(loaded, tmp_path):
     summary = import_file("cameras", write_cameras_xlsx(tmp_path / "cams.xlsx"), settings, engine)
     assert (summary.read, summary.imported, summary.rejected) == (7, 3, 4)
     assert [(r, c) for r, c, _ in rejected(engine, "cameras")] == [
-        (4, "direction_deg"), (5, "status"), (6, "type"), (8, "range_m")]
+        (4, "direction_deg"),
+        (5, "status"),
+        (6, "type"),
+        (8, "range_m"),
+    ]
     with session_scope(engine) as s:
         cams = {c.source_id: c for c in s.scalars(select(Camera))}
     assert set(cams) == {"C1", "C2", "5678"}  # a numeric id cell keeps no ".0"
     c1 = cams["C1"]
     assert (c1.type, c1.status, c1.direction_deg, c1.fov_deg, c1.range_m) == (
-        "checkpoint", "online", 90.0, 60.0, 80.0)
+        "checkpoint",
+        "online",
+        90.0,
+        60.0,
+        80.0,
+    )
     assert c1.installed_at == datetime(2024, 4, 30, 16, 0, tzinfo=UTC)
     assert (cams["C2"].status, cams["C2"].direction_deg) == ("broken", None)
     assert (cams["5678"].type, cams["5678"].range_m) == ("standard", None)
@@ -506,17 +726,25 @@ def test_cameras_from_xlsx(loaded, tmp_path):
 def test_stations_teams_and_patrol_pings(loaded, tmp_path):
     engine, settings = loaded
     stations = write_csv(
-        tmp_path / "stations.csv", ["派出所编码", "派出所名称", "经度", "纬度", "辖区乡镇"],
-        [["PS1", "城关派出所", X0 + 0.01, Y0 + 0.01, "430000001000"],
-         ["PS2", "错误派出所", X0, Y0, "430000001000;999999999999"]],
+        tmp_path / "stations.csv",
+        ["派出所编码", "派出所名称", "经度", "纬度", "辖区乡镇"],
+        [
+            ["PS1", "城关派出所", X0 + 0.01, Y0 + 0.01, "430000001000"],
+            ["PS2", "错误派出所", X0, Y0, "430000001000;999999999999"],
+        ],
     )
     s_sum = import_file("stations", stations, settings, engine)
     assert (s_sum.imported, s_sum.rejected) == (1, 1)
     teams = write_csv(
-        tmp_path / "teams.csv", ["队伍编号", "队伍名称", "类型", "所属派出所", "所属区域", "人数"],
-        [["T1", "城关巡逻组", "公安", "PS1", "", 4], ["T2", "城关镇巡防队", "巡防队", "", "430000001000", 12],
-         ["T3", "东村护村队", "村巡防队", "", "430000001001", ""], ["T4", "幽灵队", "公安", "PS9", "", 3],
-         ["T5", "无名", "海军", "PS1", "", 3]],
+        tmp_path / "teams.csv",
+        ["队伍编号", "队伍名称", "类型", "所属派出所", "所属区域", "人数"],
+        [
+            ["T1", "城关巡逻组", "公安", "PS1", "", 4],
+            ["T2", "城关镇巡防队", "巡防队", "", "430000001000", 12],
+            ["T3", "东村护村队", "村巡防队", "", "430000001001", ""],
+            ["T4", "幽灵队", "公安", "PS9", "", 3],
+            ["T5", "无名", "海军", "PS1", "", 3],
+        ],
     )
     t_sum = import_file("teams", teams, settings, engine)
     assert (t_sum.imported, t_sum.rejected) == (3, 2)
@@ -527,18 +755,24 @@ def test_stations_teams_and_patrol_pings(loaded, tmp_path):
     assert kinds == {"T1": "police", "T2": "township", "T3": "village"}
     assert township_codes == ["430000001000"]
     pings = write_csv(
-        tmp_path / "pings.csv", ["team_code", "ts", "lon", "lat"],
-        [["T1", "2026-11-01 20:00:00", X0 + 0.001, Y0 + 0.001],
-         ["T1", "2026-11-01 20:02:00", X0 + 0.011, Y0 + 0.001],
-         ["T9", "2026-11-01 20:02:00", X0, Y0],
-         ["T2", "not a time", X0, Y0]],
+        tmp_path / "pings.csv",
+        ["team_code", "ts", "lon", "lat"],
+        [
+            ["T1", "2026-11-01 20:00:00", X0 + 0.001, Y0 + 0.001],
+            ["T1", "2026-11-01 20:02:00", X0 + 0.011, Y0 + 0.001],
+            ["T9", "2026-11-01 20:02:00", X0, Y0],
+            ["T2", "not a time", X0, Y0],
+        ],
     )
     p_sum = import_file("patrols", pings, settings, engine)
     assert (p_sum.imported, p_sum.rejected) == (2, 2)
     assert [c for _, c, _ in rejected(engine, "patrols")] == ["team_code", "ts"]
     with session_scope(engine) as s:
-        got = s.execute(select(PatrolPing.ts, Area.code).join(Area, PatrolPing.grid_id == Area.id)
-                        .order_by(PatrolPing.ts)).all()
+        got = s.execute(
+            select(PatrolPing.ts, Area.code)
+            .join(Area, PatrolPing.grid_id == Area.id)
+            .order_by(PatrolPing.ts)
+        ).all()
     assert [c for _, c in got] == ["430000001001001", "430000001001003"]
     assert got[0][0] == datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     assert import_file("patrols", pings, settings, engine).duplicates == 2
@@ -546,15 +780,21 @@ def test_stations_teams_and_patrol_pings(loaded, tmp_path):
 
 def test_gpx_track(loaded, tmp_path):
     engine, settings = loaded
-    teams = write_csv(tmp_path / "teams.csv", ["code", "name", "kind", "home_area_code"],
-                      [["T2", "城关镇巡防队", "township", "430000001000"]])
+    teams = write_csv(
+        tmp_path / "teams.csv",
+        ["code", "name", "kind", "home_area_code"],
+        [["T2", "城关镇巡防队", "township", "430000001000"]],
+    )
     import_file("teams", teams, settings, engine)
     gpx = gpxpy.gpx.GPX()
     track = gpxpy.gpx.GPXTrack(name="T2")
     segment = gpxpy.gpx.GPXTrackSegment()
     for k in range(5):
-        segment.points.append(gpxpy.gpx.GPXTrackPoint(
-            Y0 + 0.002 * k, X0 + 0.003 * k, time=datetime(2026, 11, 1, 12, k * 2, tzinfo=UTC)))
+        segment.points.append(
+            gpxpy.gpx.GPXTrackPoint(
+                Y0 + 0.002 * k, X0 + 0.003 * k, time=datetime(2026, 11, 1, 12, k * 2, tzinfo=UTC)
+            )
+        )
     track.segments.append(segment)
     gpx.tracks.append(track)
     path = tmp_path / "t2.gpx"
@@ -576,9 +816,19 @@ def test_gpx_track(loaded, tmp_path):
 
 def test_survey_results_with_factor_columns(loaded, tmp_path):
     engine, settings = loaded
-    header = ["area_code", "period", "respondents", "security_pct", "satisfaction_pct",
-              "composite_score", "awareness_pct", "participation_pct", "two_robberies_one_theft",
-              "赌博", "police_rarely_seen"]
+    header = [
+        "area_code",
+        "period",
+        "respondents",
+        "security_pct",
+        "satisfaction_pct",
+        "composite_score",
+        "awareness_pct",
+        "participation_pct",
+        "two_robberies_one_theft",
+        "赌博",
+        "police_rarely_seen",
+    ]
     rows = [
         ["430000001000", "2026Q3", 400, 88.5, 90.1, 83.66, 29, 25, 53.7, 10.2, 5],
         ["430000001001", "2026q3", 40, "91.25%", 92, 85, 30, 20, 40, 0, 10],
@@ -590,30 +840,71 @@ def test_survey_results_with_factor_columns(loaded, tmp_path):
     path = write_csv(tmp_path / "survey.csv", header, rows)
     summary = import_file("surveys", path, settings, engine)
     assert (summary.imported, summary.rejected) == (3, 3)
-    assert [c for _, c, _ in rejected(engine, "surveys")] == ["area_code", "period", "security_pct"]
+    assert [c for _, c, _ in rejected(engine, "surveys")] == [
+        "area_code",
+        "period",
+        "security_pct",
+    ]
     with session_scope(engine) as s:
-        res = s.execute(select(SurveyResult, SurveyWave.period, Area.code)
-                        .join(SurveyWave).join(Area, SurveyResult.area_id == Area.id)).all()
+        res = s.execute(
+            select(SurveyResult, SurveyWave.period, Area.code)
+            .join(SurveyWave)
+            .join(Area, SurveyResult.area_id == Area.id)
+        ).all()
         waves = s.scalars(select(SurveyWave.period).order_by(SurveyWave.period)).all()
     assert waves == ["2026Q2", "2026Q3"]
     by = {(p, c): r for r, p, c in res}
     r = by[("2026Q3", "430000001000")]
     assert (r.respondents, r.security_pct, r.composite_score) == (400, 88.5, 83.66)
-    assert r.factor_shares == {"two_robberies_one_theft": 53.7, "gambling": 10.2,
-                               "police_rarely_seen": 5.0}
+    assert r.factor_shares == {
+        "two_robberies_one_theft": 53.7,
+        "gambling": 10.2,
+        "police_rarely_seen": 5.0,
+    }
     assert by[("2026Q3", "430000001001")].security_pct == 91.25
     assert import_file("surveys", path, settings, engine).duplicates == 3
 
 
 def test_survey_responses(loaded, tmp_path):
     engine, settings = loaded
-    header = ["受访者编号", "测评期", "区划代码", "访问结果", "安全感", "满意度", "知晓综治", "是否参与",
-              "不安全因素", "权重"]
+    header = [
+        "受访者编号",
+        "测评期",
+        "区划代码",
+        "访问结果",
+        "安全感",
+        "满意度",
+        "知晓综治",
+        "是否参与",
+        "不安全因素",
+        "权重",
+    ]
     rows = [
-        ["R1", "2026Q3", "430000001001", "完成", "基本安全", "满意", "是", "否", "两抢一盗;赌博", 1.2],
+        [
+            "R1",
+            "2026Q3",
+            "430000001001",
+            "完成",
+            "基本安全",
+            "满意",
+            "是",
+            "否",
+            "两抢一盗;赌博",
+            1.2,
+        ],
         ["R2", "2026Q3", "430000001001", "挂断", "", "", "", "", "", ""],
-        ["R3", "2026Q3", "430000001001", "completed", "unsafe", "dissatisfied", "no", "no",
-         "police_rarely_seen、lack_of_cameras", ""],
+        [
+            "R3",
+            "2026Q3",
+            "430000001001",
+            "completed",
+            "unsafe",
+            "dissatisfied",
+            "no",
+            "no",
+            "police_rarely_seen、lack_of_cameras",
+            "",
+        ],
         ["R4", "2026Q3", "430000001001", "完成", "", "满意", "是", "否", "", ""],  # no answer
         ["R5", "2026Q3", "430000001001", "完成", "安全", "满意", "是", "否", "飞碟", ""],  # factor
         ["R6", "2026Q3", "430000001001", "完成", "安全", "满意", "是", "否", "", -1],  # weight
@@ -621,11 +912,19 @@ def test_survey_responses(loaded, tmp_path):
     path = write_csv(tmp_path / "resp.csv", header, rows, "gbk")
     summary = import_file("survey-responses", path, settings, engine)
     assert (summary.imported, summary.rejected) == (3, 3)
-    assert [c for _, c, _ in rejected(engine, "survey-responses")] == ["security", "factors", "weight"]
+    assert [c for _, c, _ in rejected(engine, "survey-responses")] == [
+        "security",
+        "factors",
+        "weight",
+    ]
     with session_scope(engine) as s:
         got = {r.respondent: r for r in s.scalars(select(SurveyResponse))}
-    assert got["R1"].answers == {"security": "basically_safe", "satisfaction": "satisfied",
-                                 "aware": "yes", "participated": "no"}
+    assert got["R1"].answers == {
+        "security": "basically_safe",
+        "satisfaction": "satisfied",
+        "aware": "yes",
+        "participated": "no",
+    }
     assert got["R1"].factors == ["two_robberies_one_theft", "gambling"]
     assert got["R1"].weight == 1.2
     assert got["R2"].outcome == "hung_up" and got["R2"].answers == {}
@@ -650,16 +949,26 @@ def test_cli_import_json_summary_and_exit_codes(tmp_path, grids_file):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert {k: summary[k] for k in ("kind", "read", "imported", "duplicates", "rejected")} == {
-        "kind": "grids", "read": 7, "imported": 7, "duplicates": 0, "rejected": 0}
+        "kind": "grids",
+        "read": 7,
+        "imported": 7,
+        "duplicates": 0,
+        "rejected": 0,
+    }
     assert set(summary) >= {"file", "kind", "read", "imported", "duplicates", "rejected", "report"}
-    path = write_csv(tmp_path / "jq.csv", CN_HEADER, incident_rows()[:1] + [
-        ["BAD", "", "", "盗窃", X0, Y0, "", "", "", "", "", ""]], "gbk")
+    path = write_csv(
+        tmp_path / "jq.csv",
+        CN_HEADER,
+        incident_rows()[:1] + [["BAD", "", "", "盗窃", X0, Y0, "", "", "", "", "", ""]],
+        "gbk",
+    )
     result = runner.invoke(main, ["import", "incidents", str(path)], env=env)
     assert result.exit_code == 0
     assert "imported 1" in result.stdout and "rejected 1" in result.stdout
     missing = runner.invoke(main, ["import", "incidents", str(tmp_path / "nope.csv")], env=env)
     assert missing.exit_code == 2
     assert "nope.csv: no such file" in missing.stderr and "Traceback" not in missing.output
-    badenv = runner.invoke(main, ["import", "incidents", str(path)],
-                           env={**env, "GRIDWATCH_TIMEZONE": "Mars/Olympus"})
+    badenv = runner.invoke(
+        main, ["import", "incidents", str(path)], env={**env, "GRIDWATCH_TIMEZONE": "Mars/Olympus"}
+    )
     assert badenv.exit_code == 2 and "GRIDWATCH_TIMEZONE" in badenv.stderr

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from gridwatch.config import Settings
 from gridwatch.ingest.areas import AreaImporter
-from gridwatch.ingest.base import ImportOptions, ImportSummary, Importer, run_import
+from gridwatch.ingest.base import Importer, ImportOptions, ImportSummary, run_import
 from gridwatch.ingest.cameras import CameraImporter
 from gridwatch.ingest.errors import ImportFileError, RowError
 from gridwatch.ingest.incidents import IncidentImporter

@@ -1,5 +1,7 @@
-"""Area importer: counties, townships, villages and grids from GeoJSON, GeoPackage or zipped
-Shapefile, several levels in one file or a flat set of grids.
+"""Area importer: counties, townships, villages and grids.
+
+Reads GeoJSON, GeoPackage or zipped Shapefile, several levels in one file or a flat set of
+grids.
 
 Parents are resolved after the whole file is read, so a file may list children before their
 parents; a parent may also be an area imported earlier.
@@ -8,7 +10,7 @@ parents; a parent may also be an area imported earlier.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -16,7 +18,7 @@ from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 
 from gridwatch.geo.coords import bd09_to_wgs84, gcj02_to_wgs84
 from gridwatch.ingest.base import Field, Importer, Record, Rejection, insert_ignoring_duplicates
@@ -47,7 +49,7 @@ class AreaImporter(Importer):
     """Import the area tree (``gridwatch import grids``)."""
 
     kind = "grids"
-    table = Area.__table__  # type: ignore[assignment]
+    table = cast(Table, Area.__table__)
     key_field = "code"
     key_column = "code"
     formats = frozenset({"vector"})

@@ -17,9 +17,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -75,7 +75,7 @@ class ImportSummary:
     affected_grid_ids: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the JSON summary ``{file, kind, read, imported, duplicates, rejected, report}``."""
+        """Return the JSON summary (file, kind, read, imported, duplicates, rejected, report)."""
         return {
             "file": self.file,
             "kind": self.kind,
@@ -580,7 +580,7 @@ def run_import(
             batch.rows_rejected = summary.rejected
             batch.report_path = summary.report
             batch.status = "done"
-            batch.finished_at = datetime.now(timezone.utc)
+            batch.finished_at = datetime.now(UTC)
     except ImportFileError as exc:
         _record_failed_batch(engine, importer_cls.kind, path, digest, batch_options, str(exc))
         raise
@@ -588,7 +588,7 @@ def run_import(
 
 
 def _rejected_insert(session: Session) -> Any:
-    table = RejectedRow.__table__
+    table = cast(Table, RejectedRow.__table__)
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
@@ -606,7 +606,7 @@ def _record_failed_batch(
                 options=options,
                 status="failed",
                 message=message,
-                finished_at=datetime.now(timezone.utc),
+                finished_at=datetime.now(UTC),
             )
         )
 

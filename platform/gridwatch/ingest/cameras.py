@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 from gridwatch.ingest.base import Field, Importer, Record
 from gridwatch.ingest.errors import RowError
@@ -30,7 +32,7 @@ class CameraImporter(Importer):
     """Import cameras with their optional view direction, angle and range."""
 
     kind = "cameras"
-    table = Camera.__table__  # type: ignore[assignment]
+    table = cast(Table, Camera.__table__)
     has_point = True
     fields = (
         Field("id", ("点位编号", "摄像机编号", "设备编号", "编号", "camera_id", "source_id")),
@@ -50,14 +52,18 @@ class CameraImporter(Importer):
     def parse(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate one camera row."""
         try:
-            camera_type = "standard" if is_blank(values.get("type")) else parse_choice(
-                values["type"], CAMERA_TYPES, "camera type"
+            camera_type = (
+                "standard"
+                if is_blank(values.get("type"))
+                else parse_choice(values["type"], CAMERA_TYPES, "camera type")
             )
         except ValueError as exc:
             raise RowError("type", str(exc)) from None
         try:
-            status = "online" if is_blank(values.get("status")) else parse_choice(
-                values["status"], CAMERA_STATUSES, "camera status"
+            status = (
+                "online"
+                if is_blank(values.get("status"))
+                else parse_choice(values["status"], CAMERA_STATUSES, "camera status")
             )
         except ValueError as exc:
             raise RowError("status", str(exc)) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 from gridwatch.ingest.base import Field, Importer, Record
 from gridwatch.ingest.errors import RowError
@@ -14,7 +16,14 @@ SOURCES = choice_table(
     {
         "call_110": ["110", "110报警", "电话报警", "报警", "110接警", "call", "911", "phone"],
         "walk_in": ["来所报案", "报案", "来访", "当面报案", "走访报案", "walk-in", "walkin"],
-        "patrol": ["巡逻发现", "巡逻", "主动发现", "巡查发现", "patrol-discovered", "patrol_found"],
+        "patrol": [
+            "巡逻发现",
+            "巡逻",
+            "主动发现",
+            "巡查发现",
+            "patrol-discovered",
+            "patrol_found",
+        ],
         "other": ["其他", "其它"],
     }
 )
@@ -32,11 +41,15 @@ class IncidentImporter(Importer):
     """Import incidents; points are joined to grids, categories resolved via the taxonomy."""
 
     kind = "incidents"
-    table = Incident.__table__  # type: ignore[assignment]
+    table = cast(Table, Incident.__table__)
     has_point = True
     fields = (
-        Field("id", ("警情编号", "案件编号", "警情号", "编号", "source_id", "incident_id", "case_id")),
-        Field("occurred_at", ("发案时间", "案发时间", "发生时间", "时间", "occurred", "date"), True),
+        Field(
+            "id", ("警情编号", "案件编号", "警情号", "编号", "source_id", "incident_id", "case_id")
+        ),
+        Field(
+            "occurred_at", ("发案时间", "案发时间", "发生时间", "时间", "occurred", "date"), True
+        ),
         Field("reported_at", ("报警时间", "接警时间", "报案时间", "reported")),
         Field("category", ("案件类别", "警情类别", "类别", "案由", "警情类型", "type"), True),
         Field("lon", ("经度", "longitude", "lng", "long", "x"), True),
@@ -69,11 +82,15 @@ class IncidentImporter(Importer):
                 "(use a code, Chinese or English name, or map it in --mapping)",
             )
         try:
-            source = "other" if is_blank(values.get("source")) else parse_choice(
-                values["source"], SOURCES, "incident source"
+            source = (
+                "other"
+                if is_blank(values.get("source"))
+                else parse_choice(values["source"], SOURCES, "incident source")
             )
-            status = "reported" if is_blank(values.get("status")) else parse_choice(
-                values["status"], STATUSES, "status"
+            status = (
+                "reported"
+                if is_blank(values.get("status"))
+                else parse_choice(values["status"], STATUSES, "status")
             )
         except ValueError as exc:
             column = "source" if "source" in str(exc) else "status"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import shapely
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from gridwatch.ingest.base import Field, Importer, Record
 from gridwatch.ingest.errors import RowError
@@ -28,7 +28,7 @@ class StationImporter(Importer):
     """Import police stations and the townships each covers."""
 
     kind = "stations"
-    table = Station.__table__  # type: ignore[assignment]
+    table = cast(Table, Station.__table__)
     key_field = "code"
     key_column = "code"
     has_point = True
@@ -84,15 +84,19 @@ class TeamImporter(Importer):
     """Import patrol teams: police, township patrol teams and village patrol teams."""
 
     kind = "teams"
-    table = PatrolTeam.__table__  # type: ignore[assignment]
+    table = cast(Table, PatrolTeam.__table__)
     key_field = "code"
     key_column = "code"
     fields = (
-        Field("code", ("队伍编号", "队伍编码", "编号", "代码", "team_id", "team_code", "id"), True),
+        Field(
+            "code", ("队伍编号", "队伍编码", "编号", "代码", "team_id", "team_code", "id"), True
+        ),
         Field("name", ("队伍名称", "名称", "team_name"), True),
         Field("kind", ("类型", "队伍类型", "type"), True),
         Field("station_code", ("所属派出所", "派出所编码", "派出所", "station")),
-        Field("home_area_code", ("所属区域", "区域编码", "所属乡镇", "所属村", "home_area", "area")),
+        Field(
+            "home_area_code", ("所属区域", "区域编码", "所属乡镇", "所属村", "home_area", "area")
+        ),
         Field("members", ("人数", "队员数", "队员人数", "size")),
     )
 

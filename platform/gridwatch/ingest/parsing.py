@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -74,7 +74,7 @@ def parse_percent(value: Any) -> float:
 def _attach_zone(moment: datetime, tz: ZoneInfo) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def parse_datetime(value: Any, tz: ZoneInfo, fmt: str | None = None) -> datetime:
@@ -130,11 +130,11 @@ def parse_datetime(value: Any, tz: ZoneInfo, fmt: str | None = None) -> datetime
         raise ValueError(f"{raw!r} is not a real date and time ({exc})") from None
     if offset:
         if offset == "Z":
-            return moment.replace(tzinfo=timezone.utc)
+            return moment.replace(tzinfo=UTC)
         sign = 1 if offset[0] == "+" else -1
         digits = offset[1:].replace(":", "")
         delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        return moment.replace(tzinfo=timezone(sign * delta)).astimezone(timezone.utc)
+        return moment.replace(tzinfo=timezone(sign * delta)).astimezone(UTC)
     return _attach_zone(moment, tz)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import shapely
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 
 from gridwatch.ingest.base import (
     Field,
@@ -27,7 +27,7 @@ class PatrolImporter(Importer):
     """Import GPS pings; a GPX file also records each track as a line."""
 
     kind = "patrols"
-    table = PatrolPing.__table__  # type: ignore[assignment]
+    table = cast(Table, PatrolPing.__table__)
     has_point = True
     formats = frozenset({"csv", "xlsx", "gpx"})
     fields = (
@@ -90,7 +90,7 @@ class PatrolImporter(Importer):
             )
             insert_ignoring_duplicates(
                 self.session,
-                PatrolTrack.__table__,  # type: ignore[arg-type]
+                cast(Table, PatrolTrack.__table__),
                 [
                     {
                         "source_id": source_id,

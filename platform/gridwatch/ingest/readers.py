@@ -1,5 +1,7 @@
-"""Readers that turn CSV, XLSX, vector (GeoJSON, GeoPackage, zipped Shapefile) and GPX files
-into chunks of rows, each row numbered as a person would find it in the file.
+"""Readers that turn input files into numbered rows, read in chunks.
+
+Formats: CSV, XLSX, vector layers (GeoJSON, GeoPackage, zipped Shapefile) and GPX. Each row
+is numbered as a person would find it in the file.
 
 Row numbers: CSV and XLSX count the header as row 1 (the first data row is row 2, as in a
 spreadsheet); vector layers and GPX count features or track points from 1.
@@ -12,7 +14,7 @@ import csv
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +167,8 @@ def _open_xlsx(path: Path, layer: str | None) -> Source:
     values = sheet.iter_rows(values_only=True)
     header_row = 0
     header: list[str] = []
-    for header_row, cells in enumerate(values, start=1):
+    for cells in values:
+        header_row += 1
         if any(c is not None and str(c).strip() for c in cells):
             header = ["" if c is None else str(c).strip() for c in cells]
             break
@@ -254,23 +257,29 @@ def _open_gpx(path: Path) -> Source:
                     number += 1
                     ts = point.time
                     if isinstance(ts, datetime) and ts.tzinfo is None:
-                        ts = ts.replace(tzinfo=timezone.utc)  # GPX times are UTC by definition
-                    yield number, {
-                        "team_code": track.name or "",
-                        "track": f"{t_index}:{track.name or ''}",
-                        "ts": ts,
-                        "lon": point.longitude,
-                        "lat": point.latitude,
-                    }
+                        ts = ts.replace(tzinfo=UTC)  # GPX times are UTC by definition
+                    yield (
+                        number,
+                        {
+                            "team_code": track.name or "",
+                            "track": f"{t_index}:{track.name or ''}",
+                            "ts": ts,
+                            "lon": point.longitude,
+                            "lat": point.latitude,
+                        },
+                    )
         for w_index, waypoint in enumerate(gpx.waypoints, start=1):
             number += 1
-            yield number, {
-                "team_code": waypoint.name or "",
-                "track": f"w{w_index}",
-                "ts": waypoint.time,
-                "lon": waypoint.longitude,
-                "lat": waypoint.latitude,
-            }
+            yield (
+                number,
+                {
+                    "team_code": waypoint.name or "",
+                    "track": f"w{w_index}",
+                    "ts": waypoint.time,
+                    "lon": waypoint.longitude,
+                    "lat": waypoint.latitude,
+                },
+            )
 
     return Source(path, ["team_code", "track", "ts", "lon", "lat"], "gpx", _rows=rows())
 

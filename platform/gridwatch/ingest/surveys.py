@@ -9,9 +9,9 @@ of dissatisfaction in %.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from gridwatch.config import Settings
 from gridwatch.ingest.base import Field, Importer, Record
@@ -72,9 +72,7 @@ class _SurveyBase(Importer):
     def prepare(self) -> None:
         """Load area codes and existing waves."""
         self.area_ids = dict(self.session.execute(select(Area.code, Area.id)).all())
-        self.wave_ids = dict(
-            self.session.execute(select(SurveyWave.period, SurveyWave.id)).all()
-        )
+        self.wave_ids = dict(self.session.execute(select(SurveyWave.period, SurveyWave.id)).all())
 
     def area_and_period(self, values: dict[str, Any]) -> tuple[int, str]:
         """Validate ``area_code`` and ``period`` (canonical period label)."""
@@ -102,10 +100,12 @@ class SurveyResultImporter(_SurveyBase):
     """Import aggregated survey results (``gridwatch import surveys``)."""
 
     kind = "surveys"
-    table = SurveyResult.__table__  # type: ignore[assignment]
+    table = cast(Table, SurveyResult.__table__)
     key_field = None
     base_fields = (
-        Field("area_code", ("区划代码", "地区编码", "行政区划代码", "区域编码", "编码", "code"), True),
+        Field(
+            "area_code", ("区划代码", "地区编码", "行政区划代码", "区域编码", "编码", "code"), True
+        ),
         Field("period", ("测评期", "期别", "季度", "测评季度", "wave", "quarter"), True),
         Field("respondents", ("样本量", "有效样本", "受访人数", "样本数", "n")),
         Field("security_pct", ("单项安全感", "安全感", "安全感率", "security")),
@@ -174,7 +174,7 @@ class SurveyResponseImporter(_SurveyBase):
     """Import raw survey responses (``gridwatch import survey-responses``)."""
 
     kind = "survey-responses"
-    table = SurveyResponse.__table__  # type: ignore[assignment]
+    table = cast(Table, SurveyResponse.__table__)
     key_field = None
     fields = (
         Field("respondent_id", ("受访者编号", "样本编号", "问卷编号", "编号", "respondent"), True),

@@ -102,7 +102,8 @@ def _read_timezone(raw: str | None) -> ZoneInfo:
     name = (raw or "Asia/Shanghai").strip()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a tz database directory such as "Asia" is found but is not a zone file.
         raise ConfigError(
             f"GRIDWATCH_TIMEZONE {name!r} is not an IANA time zone such as Asia/Shanghai"
         ) from exc

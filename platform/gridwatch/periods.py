@@ -1,4 +1,6 @@
-"""Periods written the same way everywhere: ``2026``, ``2026Q3``, ``2026-07``, ``2026-W27``, ``2026-07-04``.
+"""Periods written the same way everywhere.
+
+The five forms are ``2026``, ``2026Q3``, ``2026-07``, ``2026-W27`` and ``2026-07-04``.
 
 A period is a span of local calendar days; :meth:`Period.bounds_utc` cuts it in the configured
 time zone and returns the UTC instants that storage compares against.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -62,8 +64,8 @@ class Period:
 
     def bounds_utc(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
         """Return the UTC instants of local midnight at ``start`` and ``end``."""
-        lo = datetime.combine(self.start, time.min, tzinfo=tz).astimezone(timezone.utc)
-        hi = datetime.combine(self.end, time.min, tzinfo=tz).astimezone(timezone.utc)
+        lo = datetime.combine(self.start, time.min, tzinfo=tz).astimezone(UTC)
+        hi = datetime.combine(self.end, time.min, tzinfo=tz).astimezone(UTC)
         return lo, hi
 
     def contains(self, instant: datetime, tz: ZoneInfo) -> bool:

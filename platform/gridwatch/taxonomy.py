@@ -69,9 +69,16 @@ def _read_yaml(path: Path | None, default_name: str) -> dict[str, Any]:
         text = resources.files("gridwatch.data").joinpath(default_name).read_text("utf-8")
         source = default_name
     else:
-        text = Path(path).read_text("utf-8")
         source = str(path)
-    data = yaml.safe_load(text)
+        try:
+            text = Path(path).read_text("utf-8")
+        except UnicodeDecodeError as exc:
+            # Files saved from Chinese Windows editors are often GBK.
+            raise TaxonomyError(f"{source}: not UTF-8 text; save it as UTF-8") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise TaxonomyError(f"{source}: expected a mapping at the top level")
     data["_source"] = source
@@ -84,6 +91,8 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     data = _read_yaml(path, "categories.yaml")
     source = data["_source"]
     groups = data.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise TaxonomyError(f"{source}: 'groups' must be a mapping of code to names")
     raw = data.get("categories")
     if not isinstance(raw, dict) or not raw:
         raise TaxonomyError(f"{source}: no 'categories' mapping")
@@ -91,6 +100,12 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     lookup: dict[str, str] = {}
     for code, spec in raw.items():
         spec = spec or {}
+        if not isinstance(spec, dict):
+            raise TaxonomyError(f"{source}: category {code!r} must be a mapping (zh, en, …)")
+        for key in ("groups", "aliases"):
+            # A bare string would be iterated character by character.
+            if not isinstance(spec.get(key) or [], list):
+                raise TaxonomyError(f"{source}: {key} of category {code!r} must be a list")
         cat_groups = tuple(spec.get("groups") or ())
         unknown = [g for g in cat_groups if g not in groups]
         if unknown:
@@ -114,6 +129,9 @@ def load_survey_factors(path: Path | None = None) -> dict[str, SurveyFactor]:
     raw = data.get("factors")
     if not isinstance(raw, dict) or not raw:
         raise TaxonomyError(f"{data['_source']}: no 'factors' mapping")
+    bad = [code for code, spec in raw.items() if not isinstance(spec, dict)]
+    if bad:
+        raise TaxonomyError(f"{data['_source']}: factors {bad} must be mappings (zh, en)")
     return {
         str(code): SurveyFactor(str(code), str(s.get("zh", code)), str(s.get("en", code)))
         for code, s in raw.items()

@@ -7,7 +7,7 @@ floats (cheap filters on any backend) and as a WGS84 geometry (PostGIS spatial q
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shapely.geometry.base import BaseGeometry
@@ -48,7 +48,7 @@ USER_ROLES = ("admin", "county", "station", "township", "viewer")
 
 def utcnow() -> datetime:
     """Return the current instant, aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

@@ -7,7 +7,7 @@ geometry. ``UTCDateTime`` stores UTC and always hands back timezone-aware UTC da
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import shapely
@@ -54,7 +54,7 @@ class Geometry(UserDefinedType[BaseGeometry]):
             if value is None:
                 return None
             if isinstance(value, BaseGeometry):
-                return shapely.to_wkb(value)  # type: ignore[no-any-return]
+                return shapely.to_wkb(value)
             return bytes(value)
 
         return process
@@ -65,7 +65,7 @@ class Geometry(UserDefinedType[BaseGeometry]):
         def process(value: Any) -> BaseGeometry | None:
             if value is None:
                 return None
-            return shapely.from_wkb(bytes(value))  # type: ignore[no-any-return]
+            return shapely.from_wkb(bytes(value))
 
         return process
 
@@ -120,7 +120,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column; attach a time zone first")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -130,8 +130,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 # Re-exported so migrations need only this module.

@@ -675,6 +675,22 @@ def write_cameras_xlsx(path: Path) -> Path:
     )
     ws.append([None] * 12)  # blank rows are not data
     ws.append(
+        [
+            None,
+            "无编号",
+            X0 + 0.003,
+            Y0 + 0.003,
+            "标清",
+            "在线",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+    )
+    ws.append(
         [1234, "太远", X0 + 0.003, Y0 + 0.003, "标清", "在线", None, None, None, 9999, None, None]
     )
     ws.append(
@@ -700,12 +716,13 @@ def write_cameras_xlsx(path: Path) -> Path:
 def test_cameras_from_xlsx(loaded, tmp_path):
     engine, settings = loaded
     summary = import_file("cameras", write_cameras_xlsx(tmp_path / "cams.xlsx"), settings, engine)
-    assert (summary.read, summary.imported, summary.rejected) == (7, 3, 4)
+    assert (summary.read, summary.imported, summary.rejected) == (8, 3, 5)
     assert [(r, c) for r, c, _ in rejected(engine, "cameras")] == [
         (4, "direction_deg"),
         (5, "status"),
         (6, "type"),
-        (8, "range_m"),
+        (8, "id"),  # the file has ids, so a blank one is an error
+        (9, "range_m"),
     ]
     with session_scope(engine) as s:
         cams = {c.source_id: c for c in s.scalars(select(Camera))}

@@ -524,6 +524,10 @@ def run_import(
                         record.key = str(parsed.pop("_key"))
                     elif explicit:
                         record.key = explicit
+                    elif key_field in header:
+                        # The file has ids: a blank one is a data error, not a content id.
+                        reject(Rejection(row_number, key_field, "required value is missing", raw))
+                        continue
                     else:
                         digest_key = _content_hash(importer.kind, raw)
                         nth = occurrences.get(digest_key, 0)

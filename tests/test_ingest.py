@@ -408,6 +408,8 @@ def test_reimport_changes_nothing(loaded, tmp_path):
     second = import_file("incidents", path, settings, engine)
     assert (first.imported, first.rejected) == (4, 1)
     assert (second.imported, second.duplicates, second.rejected) == (0, 4, 1)
+    # only new rows mark grids for recomputation
+    assert len(first.affected_grid_ids) == 4 and second.affected_grid_ids == set()
     assert (count(engine, Incident), count(engine, RejectedRow)) == before
     with session_scope(engine) as s:
         statuses = s.scalars(select(ImportBatch.status).order_by(ImportBatch.id)).all()

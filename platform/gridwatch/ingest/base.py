@@ -207,6 +207,8 @@ class Importer:
             raise ImportFileError(str(exc)) from exc
         self.grid_index: GridIndex | None = None
         self.affected_grid_ids: set[int] = set()
+        # Dates more than a day ahead of the import are typing errors, not future events.
+        self.latest_plausible = utcnow() + timedelta(days=1)
 
     # -- hooks -------------------------------------------------------------------------
     @classmethod
@@ -250,7 +252,7 @@ class Importer:
             moment = parse_datetime(value, self.tz, self.mapping.datetime_format)
         except ValueError as exc:
             raise RowError(name, str(exc)) from None
-        if moment.year < 1970 or moment > utcnow() + timedelta(days=1):
+        if moment.year < 1970 or moment > self.latest_plausible:
             raise RowError(name, f"{text(value)!r} is not a plausible date (in the future?)")
         return moment
 
@@ -333,8 +335,6 @@ class Importer:
                 gid = int(grid_ids[i])
                 record.values["grid_id"] = gid if gid >= 0 else None
                 record.values["outside_grids"] = gid < 0
-                if gid >= 0:
-                    self.affected_grid_ids.add(gid)
         kept = []
         for record in records:
             error = record.values.pop("_rejected", None)
@@ -348,11 +348,14 @@ class Importer:
     @staticmethod
     def point_wkb(records: Iterable[Record]) -> list[bytes | None]:
         """Return WKB points for records that have coordinates."""
-        out: list[bytes | None] = []
-        for record in records:
-            lon, lat = record.values.get("lon"), record.values.get("lat")
-            out.append(None if lon is None else shapely.to_wkb(shapely.Point(lon, lat)))
-        return out
+        records = list(records)
+        lon = np.array([r.values.get("lon") for r in records], dtype=float)
+        lat = np.array([r.values.get("lat") for r in records], dtype=float)
+        has_point = np.isfinite(lon) & np.isfinite(lat)
+        wkb = np.full(len(records), None, dtype=object)
+        if has_point.any():
+            wkb[has_point] = shapely.to_wkb(shapely.points(lon[has_point], lat[has_point]))
+        return list(wkb)
 
     def existing_keys(self, keys: list[str]) -> set[str]:
         """Return which keys are already stored."""
@@ -547,11 +550,15 @@ def run_import(
                         continue
                     seen[record.key] = row_number
                     records.append(record)
-                if importer.has_point:
-                    records = importer.locate(records, reject)
+                # Duplicates first: rows already stored need no conversion or grid join.
                 existing = importer.existing_keys([r.key for r in records])
                 summary.duplicates += sum(1 for r in records if r.key in existing)
                 new = [r for r in records if r.key not in existing]
+                if importer.has_point:
+                    new = importer.locate(new, reject)
+                    importer.affected_grid_ids.update(
+                        r.values["grid_id"] for r in new if r.values.get("grid_id") is not None
+                    )
                 summary.imported += importer.write(new, batch.id)
                 if progress is not None:
                     progress(summary.read)

@@ -49,7 +49,12 @@ def create_db_engine(database_url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    # psycopg prepares a statement after five runs and PostgreSQL may then keep a generic
+    # plan made while a table was still empty (a sequential scan for `source_id IN (…)`),
+    # which made large imports slow down as rows piled up. Plan every statement afresh.
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("prepare_threshold", None)
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
 @contextmanager

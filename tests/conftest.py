@@ -240,3 +240,68 @@ def redis_url() -> str:
     if problem:
         service_unavailable("Redis", problem)
     return url
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny county for aggregation tests
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loaded_county(engine: Engine, db_settings: Settings, tmp_path: Path):
+    """Four 0.01° grids in one village/township/county, with three incidents in 2026Q3."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from gridwatch.ingest import import_file
+
+    x0, y0, d = 113.0, 28.0, 0.01
+    rows = [
+        ("430000000000", "测试县", "county", None, 4000, box(x0, y0, x0 + 2 * d, y0 + 2 * d)),
+        (
+            "430000001000",
+            "城关镇",
+            "township",
+            "430000000000",
+            4000,
+            box(x0, y0, x0 + 2 * d, y0 + 2 * d),
+        ),
+        (
+            "430000001001",
+            "东村",
+            "village",
+            "430000001000",
+            4000,
+            box(x0, y0, x0 + 2 * d, y0 + 2 * d),
+        ),
+    ]
+    n = 1
+    for i in range(2):
+        for j in range(2):
+            cell = box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d)
+            rows.append(
+                (f"430000001001{n:03d}", f"东村第{n}网格", "grid", "430000001001", 1000, cell)
+            )
+            n += 1
+    frame = gpd.GeoDataFrame(
+        {
+            k: [r[i] for r in rows]
+            for i, k in enumerate(["code", "name", "level", "parent_code", "population"])
+        },
+        geometry=[r[5] for r in rows],
+        crs="EPSG:4326",
+    )
+    grids = tmp_path / "county.geojson"
+    frame.to_file(grids, driver="GeoJSON")
+    import_file("grids", grids, db_settings, engine)
+    incidents = tmp_path / "county.csv"
+    incidents.write_text(
+        "id,occurred_at,category,lon,lat,source,status,solved_at,victim_notified_at\n"
+        "I1,2026-06-30T16:30:00Z,theft,113.005,28.005,call_110,solved,2026-07-02 10:00,\n"
+        "I2,2026-07-05 21:00,burglary,113.005,28.005,patrol,accepted,,\n"
+        "I3,2026-08-10 10:00,snatching,113.015,28.015,walk_in,solved,2026-08-11 10:00,"
+        "2026-08-12 10:00\n",
+        "utf-8",
+    )
+    import_file("incidents", incidents, db_settings, engine)
+    return engine, db_settings

@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -254,6 +255,10 @@ def import_command(
     summary = import_file(kind, file, settings, engine, options, progress=progress)
     progress.done()
     data = summary.as_dict()
+    if summary.affected_grid_ids:
+        from gridwatch.workers.service import refresh_after_import
+
+        data["refresh"] = refresh_after_import(settings, engine, summary.affected_grid_ids)
     if as_json:
         emit_json(data)
     else:
@@ -318,6 +323,203 @@ def demo_command(
     if not no_serve:
         # The web app arrives with the web issue; until then the demo ends with the data.
         click.echo("The web app is not part of this version yet; nothing to serve.")
+
+
+PERIOD_KIND_CHOICES = ["day", "week", "month", "quarter", "year"]
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise UserFacingError(f"{option} must be a date like 2026-07-01, not {value!r}") from exc
+
+
+@main.command("aggregate")
+@click.option(
+    "--period",
+    "periods",
+    multiple=True,
+    type=click.Choice(PERIOD_KIND_CHOICES),
+    help="Period kinds to compute (repeatable; default: all five).",
+)
+@click.option("--from", "date_from", help="First local day to include (YYYY-MM-DD).")
+@click.option("--to", "date_to", help="Last local day to include (YYYY-MM-DD).")
+@click.option("--full", is_flag=True, help="Recompute every grid, not only changed ones.")
+@click.option("--wait", is_flag=True, help="With Redis: wait until the workers finish.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_context
+@friendly_errors
+def aggregate_command(
+    ctx: click.Context,
+    periods: tuple[str, ...],
+    date_from: str | None,
+    date_to: str | None,
+    full: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Start an aggregation run (through Redis when configured, else in this process)."""
+    from gridwatch.workers.engine import RunRequest
+    from gridwatch.workers.service import start_aggregation
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    kinds = tuple(k for k in PERIOD_KIND_CHOICES[::-1] if k in periods) if periods else None
+    request = RunRequest(
+        trigger="cli",
+        full=full,
+        date_from=_parse_day(date_from, "--from"),
+        date_to=_parse_day(date_to, "--to"),
+        **({"period_kinds": kinds} if kinds else {}),
+    )
+    summary = start_aggregation(settings, engine, request, wait=wait)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(
+            f"run {summary['run_id']} [{summary['mode']}, {summary.get('scope', '?')}]: "
+            f"{summary['status']} — {summary.get('townships_done', 0)}/"
+            f"{summary.get('townships_total', 0)} townships, "
+            f"{summary.get('rows_read', 0):,} incidents read, "
+            f"{summary.get('rows_written', 0):,} metric rows"
+        )
+
+
+@main.command("runs")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+def runs_command(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List aggregation runs, newest first."""
+    from gridwatch.workers.engine import list_runs
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    runs = list_runs(engine, limit)
+    if as_json:
+        emit_json(runs)
+        return
+    if not runs:
+        click.echo("no runs yet — start one with `gridwatch aggregate`")
+        return
+    click.echo(f"{'run':>5}  {'status':8} {'mode':6} {'scope':11} {'started (UTC)':20} finished")
+    for r in runs:
+        click.echo(
+            f"{r['run_id']:>5}  {r['status']:8} {r['mode']:6} {r['scope']:11} "
+            f"{r['started_at'] or '-':20} {r['finished_at'] or '-'}"
+        )
+
+
+@main.command("metrics")
+@click.option(
+    "--level", required=True, help="Area level: grid, village, township, county (or configured)."
+)
+@click.option("--period", required=True, help="2026, 2026Q3, 2026-07, 2026-W27 or 2026-07-04.")
+@click.option("--area", "area_code", help="Only this area, or its descendants at --level.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.pass_context
+@friendly_errors
+def metrics_command(
+    ctx: click.Context,
+    level: str,
+    period: str,
+    area_code: str | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Print the published metrics of every area of LEVEL for PERIOD."""
+    from gridwatch.periods import PeriodError
+    from gridwatch.workers.engine import RunError, read_metrics
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    try:
+        rows = read_metrics(engine, level, period, area_code)
+    except (PeriodError, RunError) as exc:
+        raise UserFacingError(str(exc)) from exc
+    if as_json:
+        emit_json(rows)
+    elif as_csv:
+        import csv
+
+        flat = [
+            {
+                **{k: v for k, v in r.items() if not isinstance(v, dict)},
+                **{f"cat:{k}": v for k, v in r.get("incidents_by_category", {}).items()},
+                **{f"group:{k}": v for k, v in r.get("incidents_by_group", {}).items()},
+            }
+            for r in rows
+        ]
+        columns: list[str] = []
+        for r in flat:
+            columns.extend(c for c in r if c not in columns)
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat)
+    else:
+        if rows and rows[0]["run_id"] is None:
+            click.echo("no published run yet — run `gridwatch aggregate` first", err=True)
+        click.echo(f"{'area':18} {'incidents':>9} {'两抢一盗':>8} {'per 1k':>7} {'vs prev':>8}")
+        for r in rows:
+            per_1000 = r.get("incidents_per_1000")
+            change = r.get("change_prev_pct")
+            click.echo(
+                f"{r['area_code']:18} {r['incidents_total']:>9,} "
+                f"{r.get('incidents_by_group', {}).get('two_robberies_one_theft', 0):>11,} "
+                f"{'' if per_1000 is None else f'{per_1000:.2f}':>7} "
+                f"{'' if change is None else f'{change:+.1f}%':>8}"
+            )
+
+
+def _celery_for(ctx: click.Context) -> Any:
+    settings = get_settings(ctx)
+    if not settings.redis_url:
+        raise UserFacingError(
+            "GRIDWATCH_REDIS_URL is not set: without Redis, tasks run in-process and no "
+            "worker or beat is needed"
+        )
+    from gridwatch.workers.tasks import celery_app
+
+    return celery_app
+
+
+@main.command("worker")
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
+@click.option(
+    "--queues",
+    "-Q",
+    default="gridwatch.quick,gridwatch.heavy",
+    show_default=True,
+    help="Queues to consume.",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def worker_command(ctx: click.Context, concurrency: int, queues: str, loglevel: str) -> None:
+    """Start a Celery worker (needs GRIDWATCH_REDIS_URL)."""
+    app = _celery_for(ctx)
+    app.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}"]
+    )
+
+
+@main.command("beat")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def beat_command(ctx: click.Context, loglevel: str) -> None:
+    """Start the beat scheduler (run exactly one; needs GRIDWATCH_REDIS_URL)."""
+    app = _celery_for(ctx)
+    settings = get_settings(ctx)
+    schedule = settings.var_dir / "celerybeat-schedule"
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
 
 
 def run() -> None:

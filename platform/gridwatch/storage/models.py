@@ -317,3 +317,72 @@ GEOMETRY_TABLES = {
     "patrol_tracks": "LINESTRING",
     "patrol_pings": "POINT",
 }
+
+
+RUN_STATUSES = ("queued", "running", "done", "failed")
+
+
+class AggregationRun(Base):
+    """One aggregation run; its metrics become visible only when it is published.
+
+    Readers use the newest run with ``status == "done"``: a run's rows are written while it
+    is ``running`` and published by the single update that sets ``done``, so a reader sees the
+    previous complete run or the new complete run, never a half-written one.
+    """
+
+    __tablename__ = "aggregation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(32), default="cli")
+    scope: Mapped[str] = mapped_column(String(16), default="full")
+    mode: Mapped[str] = mapped_column(String(16), default="eager")
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    period_kinds: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    date_from: Mapped[str | None] = mapped_column(String(10))
+    date_to: Mapped[str | None] = mapped_column(String(10))
+    area_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    based_on_run_id: Mapped[int | None] = mapped_column(ForeignKey("aggregation_runs.id"))
+    townships_total: Mapped[int] = mapped_column(Integer, default=0)
+    townships_done: Mapped[int] = mapped_column(Integer, default=0)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    rows_written: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    scorecard: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AreaMetric(Base):
+    """Metrics of one area in one period, as computed by one run.
+
+    ``period`` is a period label (``2026Q3``) or ``current`` for state that has no period
+    (camera coverage, hot-spot class, forecast). The full set lives in ``metrics``; the
+    columns beside it are the figures that lists and maps sort and filter on.
+    """
+
+    __tablename__ = "area_metrics"
+    __table_args__ = (
+        UniqueConstraint("run_id", "area_id", "period"),
+        Index("ix_area_metrics_run_level_period", "run_id", "level", "period"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("aggregation_runs.id", ondelete="CASCADE"))
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"))
+    level: Mapped[str] = mapped_column(String(32))
+    period_kind: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(16))
+    incidents_total: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DirtyGrid(Base):
+    """A grid whose data changed since the last run (filled by imports, drained by runs)."""
+
+    __tablename__ = "dirty_grids"
+
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), primary_key=True)
+    marked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,185 @@
+"""Aggregation engine: per-grid counts against an independent computation, roll-ups, periods
+in local time, incremental runs equal full runs, and readers only see published runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+from sqlalchemy import select, update
+
+from gridwatch.ingest import ImportOptions, import_file
+from gridwatch.storage.db import session_scope
+from gridwatch.storage.models import AggregationRun
+from gridwatch.workers.engine import (
+    RunRequest,
+    create_run,
+    mark_dirty,
+    plan_units,
+    read_metrics,
+    run_eager,
+    start_run,
+)
+
+DATA = Path(__file__).parent / "data" / "minneapolis"
+
+
+@pytest.fixture
+def minneapolis(engine, db_settings):
+    opts = ImportOptions(mapping=DATA / "neighborhoods.mapping.yaml")
+    import_file("grids", DATA / "mnNeighborhood.geojson", db_settings, engine, opts)
+    opts = ImportOptions(mapping=DATA / "stops.mapping.yaml")
+    import_file("incidents", DATA / "MplsStops_every10th.csv", db_settings, engine, opts)
+    return engine, db_settings
+
+
+def independent_counts(settings) -> pd.DataFrame:
+    """Per-neighbourhood, per-quarter counts from geopandas alone (ties → lowest code)."""
+    stops = pd.read_csv(DATA / "MplsStops_every10th.csv")
+    hoods = gpd.read_file(DATA / "mnNeighborhood.geojson")
+    hoods["code"] = hoods["BDNUM"].astype(str)
+    points = gpd.GeoDataFrame(
+        stops, geometry=gpd.points_from_xy(stops["long"], stops["lat"]), crs="EPSG:4326"
+    )
+    joined = gpd.sjoin(points, hoods[["code", "geometry"]], predicate="intersects")
+    joined = joined.sort_values(["rownames", "code"]).drop_duplicates("rownames")
+    local = pd.to_datetime(joined["date"], utc=True).dt.tz_convert(settings.timezone.key)
+    joined["quarter"] = local.dt.year.astype(str) + "Q" + local.dt.quarter.astype(str)
+    return joined.groupby(["code", "quarter"]).size()
+
+
+def test_grid_counts_equal_independent_join_and_roll_ups_add_up(minneapolis):
+    engine, settings = minneapolis
+    summary = run_eager(engine, settings, RunRequest(period_kinds=("year", "quarter")))
+    assert summary["status"] == "done" and summary["mode"] == "eager"
+    expected = independent_counts(settings)
+    quarters = sorted(expected.index.get_level_values("quarter").unique())
+    assert len(quarters) >= 4
+    for quarter in quarters:
+        got = {r["area_code"]: r["incidents_total"] for r in read_metrics(engine, "grid", quarter)}
+        want = expected.xs(quarter, level="quarter").to_dict()
+        assert {k: v for k, v in got.items() if v} == want
+        assert len(got) == 87  # every neighbourhood listed, zeros included
+    # late-December UTC stops fall in 2018 in Shanghai: compare over every year present
+    years = sorted({q[:4] for q in quarters})
+    assert years == ["2017", "2018"]
+    year_total = sum(r["incidents_total"] for y in years for r in read_metrics(engine, "grid", y))
+    assert year_total == sum(
+        r["incidents_total"] for q in quarters for r in read_metrics(engine, "grid", q)
+    )
+
+
+def test_periods_are_cut_in_local_time_and_roll_up(loaded_county):
+    engine, settings = loaded_county
+    run_eager(engine, settings, RunRequest())
+    # 2026-06-30 16:30 UTC is 00:30 on 1 July in Shanghai: Q3, July, night
+    grid = {r["area_code"]: r for r in read_metrics(engine, "grid", "2026Q3")}
+    g1 = grid["430000001001001"]
+    assert g1["incidents_total"] == 2 and g1["incidents_night"] == 2
+    assert g1["incidents_by_category"] == {"theft": 1, "burglary": 1}
+    assert g1["incidents_by_group"]["two_robberies_one_theft"] == 2
+    assert g1["incidents_patrol"] == 1 and g1["incidents_reported"] == 1
+    assert g1["incidents_per_1000"] == pytest.approx(2.0)  # population 1000
+    assert read_metrics(engine, "grid", "2026Q2")[0]["incidents_total"] == 0
+    day = {
+        r["area_code"]: r["incidents_total"] for r in read_metrics(engine, "grid", "2026-07-01")
+    }
+    assert day["430000001001001"] == 1
+    for period in ("2026", "2026Q3", "2026-07", "2026-W27"):
+        grids = sum(r["incidents_total"] for r in read_metrics(engine, "grid", period))
+        village = read_metrics(engine, "village", period)[0]["incidents_total"]
+        township = read_metrics(engine, "township", period)[0]["incidents_total"]
+        county = read_metrics(engine, "county", period)[0]["incidents_total"]
+        assert grids == village == township == county, period
+    county = read_metrics(engine, "county", "2026Q3")[0]
+    assert county["solved_rate_pct"] == pytest.approx(100 * 2 / 3, abs=1e-3)
+    assert county["not_notified_pct"] == pytest.approx(50.0)
+
+
+def test_incremental_run_equals_full_run(loaded_county, tmp_path):
+    engine, settings = loaded_county
+    run_eager(engine, settings, RunRequest())
+    extra = tmp_path / "more.csv"
+    extra.write_text(
+        "id,occurred_at,category,lon,lat\n"
+        "N1,2026-08-01 10:00,theft,113.015,28.015\nN2,2026-08-02 23:00,robbery,113.015,28.015\n",
+        "utf-8",
+    )
+    summary = import_file("incidents", extra, settings, engine)
+    mark_dirty(engine, summary.affected_grid_ids)
+    incremental = run_eager(engine, settings, RunRequest())
+    assert incremental["scope"] == "incremental" and incremental["townships_total"] == 1
+    after_incremental = {
+        (lvl, p): read_metrics(engine, lvl, p)
+        for lvl in ("grid", "township", "county")
+        for p in ("2026Q3", "2026-08", "2026")
+    }
+    full = run_eager(engine, settings, RunRequest(full=True))
+    assert full["scope"] == "full" and full["run_id"] != incremental["run_id"]
+    for key, rows in after_incremental.items():
+        fresh = read_metrics(engine, *key)
+        strip = [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
+        assert strip == [{k: v for k, v in r.items() if k != "run_id"} for r in fresh], key
+    assert read_metrics(engine, "county", "2026-08")[0]["incidents_total"] == 3  # I3 + N1 + N2
+
+
+def test_readers_see_only_published_runs(loaded_county):
+    engine, settings = loaded_county
+    first = run_eager(engine, settings, RunRequest())
+    before = read_metrics(engine, "county", "2026Q3")
+    # a second run that has written rows but is not finished must stay invisible
+    run_id = create_run(engine, RunRequest(full=True), mode="eager")
+    units = plan_units(engine, run_id)
+    start_run(engine, run_id, len(units), None)
+    from gridwatch.workers.engine import compute_unit
+
+    compute_unit(engine, settings, run_id, units[0].grid_ids)
+    assert read_metrics(engine, "county", "2026Q3") == before
+    assert before[0]["run_id"] == first["run_id"]
+    with session_scope(engine) as s:
+        s.execute(
+            update(AggregationRun).where(AggregationRun.id == run_id).values(status="failed")
+        )
+        assert (
+            s.scalar(select(AggregationRun.status).where(AggregationRun.id == run_id)) == "failed"
+        )
+    assert read_metrics(engine, "county", "2026Q3") == before
+
+
+def test_metrics_cli_json(loaded_county):
+    from click.testing import CliRunner
+
+    from gridwatch.cli import main
+
+    engine, settings = loaded_county
+    env = {
+        "GRIDWATCH_DATABASE_URL": settings.database_url,
+        "GRIDWATCH_VAR_DIR": str(settings.var_dir),
+        "GRIDWATCH_SECRET_KEY": "s" * 20,
+    }
+    runner = CliRunner()
+    result = runner.invoke(main, ["aggregate", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    import json
+
+    run = json.loads(result.stdout)
+    assert run["status"] == "done" and run["mode"] == "eager"
+    result = runner.invoke(
+        main, ["metrics", "--level", "grid", "--period", "2026Q3", "--json"], env=env
+    )
+    rows = json.loads(result.stdout)
+    assert {
+        "area_code",
+        "level",
+        "period",
+        "incidents_total",
+        "incidents_by_category",
+        "incidents_by_group",
+        "run_id",
+    } <= set(rows[0])
+    assert sum(r["incidents_total"] for r in rows) == 3
+    assert rows[0]["run_id"] == run["run_id"]
+    runs = json.loads(runner.invoke(main, ["runs", "--json"], env=env).stdout)
+    assert runs[0]["run_id"] == run["run_id"] and runs[0]["status"] == "done"

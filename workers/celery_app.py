@@ -1,0 +1,70 @@
+"""The Celery application (``celery -A gridwatch.workers.celery_app worker``).
+
+Broker and result store come from ``GRIDWATCH_REDIS_URL``. Tasks are acknowledged late and
+rejected when their worker dies, so a killed worker's task is delivered again; every task is
+safe to run twice (see :mod:`gridwatch.workers.engine`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+
+from gridwatch.config import Settings, load_settings
+
+#: Queues: quick refreshes never wait behind a long full recompute.
+QUICK_QUEUE = "gridwatch.quick"
+HEAVY_QUEUE = "gridwatch.heavy"
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Return the beat schedule, keyed by task name (times in the configured zone)."""
+    return {
+        "aggregate.refresh": {
+            "task": "aggregate.refresh",
+            "schedule": timedelta(minutes=5),
+            "options": {"queue": QUICK_QUEUE},
+        },
+        "aggregate.nightly": {
+            "task": "aggregate.nightly",
+            "schedule": crontab(hour=2, minute=30),
+            "options": {"queue": HEAVY_QUEUE},
+        },
+    }
+
+
+def create_celery_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from settings (Redis broker and result backend)."""
+    settings = settings or load_settings()
+    broker = settings.redis_url or "memory://"
+    app = Celery("gridwatch", broker=broker, backend=settings.redis_url or "cache+memory://")
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUICK_QUEUE,
+        task_routes={
+            "aggregate.run": {"queue": HEAVY_QUEUE},
+            "aggregate.township": {"queue": HEAVY_QUEUE},
+            "aggregate.finalize": {"queue": HEAVY_QUEUE},
+        },
+        timezone=settings.timezone.key,
+        enable_utc=True,
+        result_expires=timedelta(days=1),
+        broker_connection_retry_on_startup=True,
+        # An unacknowledged task of a killed worker is delivered again after this long.
+        broker_transport_options={"visibility_timeout": 600},
+        beat_schedule=beat_schedule(settings),
+        task_always_eager=not settings.redis_url,
+        task_eager_propagates=True,
+    )
+    app.conf.gridwatch_settings = settings
+    app.autodiscover_tasks(["gridwatch.workers"], related_name="tasks", force=True)
+    return app
+
+
+celery_app = create_celery_app()
+app = celery_app

@@ -1,0 +1,93 @@
+"""Start aggregation runs the right way for the configured mode.
+
+Without Redis (the embedded default) a run executes in this process, guarded by a file lock;
+with Redis it is queued for the Celery workers, guarded by a Redis lock. Both paths call the
+same functions in :mod:`gridwatch.workers.engine`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+
+from gridwatch.config import Settings
+from gridwatch.storage.db import session_scope
+from gridwatch.workers.engine import (
+    RunError,
+    RunRequest,
+    create_run,
+    get_run,
+    latest_published_run_id,
+    mark_dirty,
+    run_eager,
+)
+
+LOCK_NAME = "gridwatch:lock:aggregate"
+
+
+@contextmanager
+def file_lock(settings: Settings) -> Iterator[None]:
+    """Hold an exclusive lock on ``var/aggregate.lock`` or fail at once."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.var_dir / "aggregate.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunError("another aggregation run is in progress; try again later") from exc
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def start_aggregation(
+    settings: Settings,
+    engine: Engine,
+    request: RunRequest,
+    wait: bool = False,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Run (eager) or queue (Redis) an aggregation run and return its summary."""
+    if not settings.redis_url:
+        with file_lock(settings):
+            return run_eager(engine, settings, request)
+    from gridwatch.workers.tasks import orchestrate_run
+
+    run_id = create_run(engine, request, mode="worker")
+    result = orchestrate_run.apply_async(args=[run_id])
+    if not wait:
+        summary = get_run(engine, run_id)
+        summary["task_id"] = result.id
+        return summary
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        summary = get_run(engine, run_id)
+        if summary["status"] in ("done", "failed"):
+            return summary
+        time.sleep(0.2)
+    raise RunError(f"run {run_id} did not finish within {timeout_s:.0f} s (still running?)")
+
+
+def refresh_after_import(settings: Settings, engine: Engine, grid_ids: set[int]) -> dict[str, Any]:
+    """Mark changed grids and, once a run has been published, refresh just those grids."""
+    mark_dirty(engine, grid_ids)
+    with session_scope(engine) as session:
+        published = latest_published_run_id(session)
+    if published is None:
+        return {"status": "skipped", "reason": "no published run yet; run `gridwatch aggregate`"}
+    try:
+        return start_aggregation(settings, engine, RunRequest(trigger="import"))
+    except RunError as exc:
+        # Another run is busy: the grids stay marked and the next run picks them up.
+        return {"status": "deferred", "reason": str(exc)}

@@ -1,0 +1,159 @@
+"""Celery tasks: thin, explicitly named adapters over :mod:`gridwatch.workers.engine`.
+
+Arguments are ids; every task is idempotent (a repeat replaces what the first attempt wrote),
+so they are acknowledged late and retried on transient database errors.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import chord, group
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from gridwatch.config import Settings, load_settings
+from gridwatch.storage.db import create_db_engine
+from gridwatch.workers import engine as runs
+from gridwatch.workers.celery_app import HEAVY_QUEUE, celery_app
+
+TRANSIENT = (OperationalError, DBAPIError, ConnectionError)
+LOCK_TTL_S = 3600
+
+
+@lru_cache(maxsize=1)
+def _context() -> tuple[Settings, Engine]:
+    settings = celery_app.conf.get("gridwatch_settings") or load_settings()
+    return settings, create_db_engine(settings.database_url)
+
+
+def _redis_lock(run_id: int) -> bool:
+    """Take the run lock (SET NX EX); ``False`` when another run holds it."""
+    settings, _ = _context()
+    if not settings.redis_url:
+        return True
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        holder = client.get("gridwatch:lock:aggregate")
+        if holder is not None and holder in (str(run_id), str(run_id).encode()):
+            return True  # a redelivered orchestrator of the same run
+        return bool(client.set("gridwatch:lock:aggregate", str(run_id), nx=True, ex=LOCK_TTL_S))
+    finally:
+        client.close()
+
+
+def _release_lock(run_id: int) -> None:
+    settings, _ = _context()
+    if not settings.redis_url:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        if client.get("gridwatch:lock:aggregate") == str(run_id).encode():
+            client.delete("gridwatch:lock:aggregate")
+    finally:
+        client.close()
+
+
+@celery_app.task(
+    name="aggregate.run",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
+    """Plan a run's townships and fan them out as a chord ending in ``aggregate.finalize``."""
+    settings, engine = _context()
+    if not _redis_lock(run_id):
+        runs.mark_failed(engine, run_id, "another aggregation run is in progress")
+        return runs.get_run(engine, run_id)
+    units = runs.plan_units(engine, run_id)
+    runs.start_run(engine, run_id, len(units), self.request.id)
+    header = group(compute_township.s(run_id, unit.grid_ids) for unit in units)
+    callback = finalize_run.si(run_id).set(queue=HEAVY_QUEUE)
+    chord(header)(callback.on_error(fail_run.si(run_id).set(queue=HEAVY_QUEUE)))
+    return runs.get_run(engine, run_id)
+
+
+@celery_app.task(
+    name="aggregate.township",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def compute_township(self: Any, run_id: int, grid_ids: list[int]) -> int:
+    """Compute one township's grid rows for a run."""
+    settings, engine = _context()
+    try:
+        return runs.compute_unit(engine, settings, run_id, grid_ids)
+    except SoftTimeLimitExceeded:
+        runs.mark_failed(
+            engine, run_id, f"a township task ran out of time ({len(grid_ids)} grids)"
+        )
+        raise
+
+
+@celery_app.task(
+    name="aggregate.finalize",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=600,
+    time_limit=700,
+)
+def finalize_run(self: Any, run_id: int) -> dict[str, Any]:
+    """Roll up and publish a run, then release the run lock."""
+    settings, engine = _context()
+    try:
+        return runs.finalize_run(engine, settings, run_id)
+    except SoftTimeLimitExceeded:
+        runs.mark_failed(engine, run_id, "finalising ran out of time")
+        raise
+    finally:
+        _release_lock(run_id)
+
+
+@celery_app.task(name="aggregate.fail", acks_late=True)
+def fail_run(run_id: int) -> None:
+    """Chord error callback: a township failed for good, so the run is failed and unlocked."""
+    settings, engine = _context()
+    runs.mark_failed(engine, run_id, "a township task failed after its retries")
+    _release_lock(run_id)
+
+
+@celery_app.task(name="aggregate.refresh", acks_late=True)
+def refresh() -> dict[str, Any] | None:
+    """Beat: start an incremental run when imports changed some grids."""
+    settings, engine = _context()
+    if runs.count_dirty(engine) == 0:
+        return None
+    run_id = runs.create_run(engine, runs.RunRequest(trigger="beat"), mode="worker")
+    orchestrate_run.apply_async(args=[run_id])
+    return runs.get_run(engine, run_id)
+
+
+@celery_app.task(name="aggregate.nightly", acks_late=True)
+def nightly() -> dict[str, Any]:
+    """Beat: the nightly full recompute."""
+    settings, engine = _context()
+    run_id = runs.create_run(engine, runs.RunRequest(trigger="beat", full=True), mode="worker")
+    orchestrate_run.apply_async(args=[run_id])
+    return runs.get_run(engine, run_id)

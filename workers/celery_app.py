@@ -17,7 +17,7 @@ from gridwatch.config import Settings, load_settings
 
 #: Queues: quick refreshes never wait behind a long full recompute.
 QUICK_QUEUE = "gridwatch.quick"
-HEAVY_QUEUE = "gridwatch.heavy"
+HEAVY_QUEUE = "gridwatch.heavy"  # the same name is used by gridwatch.workers.tasks
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -36,11 +36,16 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def create_celery_app(settings: Settings | None = None) -> Celery:
+def create_celery_app(settings: Settings | None = None, set_as_current: bool = True) -> Celery:
     """Build the Celery app from settings (Redis broker and result backend)."""
     settings = settings or load_settings()
     broker = settings.redis_url or "memory://"
-    app = Celery("gridwatch", broker=broker, backend=settings.redis_url or "cache+memory://")
+    app = Celery(
+        "gridwatch",
+        broker=broker,
+        backend=settings.redis_url or "cache+memory://",
+        set_as_current=set_as_current,
+    )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -62,9 +67,21 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         task_eager_propagates=True,
     )
     app.conf.gridwatch_settings = settings
-    app.autodiscover_tasks(["gridwatch.workers"], related_name="tasks", force=True)
     return app
+
+
+_dispatchers: dict[str, Celery] = {}
+
+
+def app_for(settings: Settings) -> Celery:
+    """Return an app that sends tasks to ``settings.redis_url`` (cached per URL)."""
+    if settings.redis_url not in _dispatchers:
+        _dispatchers[settings.redis_url] = create_celery_app(settings, set_as_current=False)
+    return _dispatchers[settings.redis_url]
 
 
 celery_app = create_celery_app()
 app = celery_app
+
+# Registers the tasks (shared tasks attach to every app); imported last to avoid a cycle.
+from gridwatch.workers import tasks as _tasks  # noqa: E402, F401

@@ -62,10 +62,10 @@ def start_aggregation(
     if not settings.redis_url:
         with file_lock(settings):
             return run_eager(engine, settings, request)
-    from gridwatch.workers.tasks import orchestrate_run
+    from gridwatch.workers.celery_app import HEAVY_QUEUE, app_for
 
     run_id = create_run(engine, request, mode="worker")
-    result = orchestrate_run.apply_async(args=[run_id])
+    result = app_for(settings).send_task("aggregate.run", args=[run_id], queue=HEAVY_QUEUE)
     if not wait:
         summary = get_run(engine, run_id)
         summary["task_id"] = result.id

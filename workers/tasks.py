@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from celery import chord, group
+from celery import chord, current_app, group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -17,7 +17,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from gridwatch.config import Settings, load_settings
 from gridwatch.storage.db import create_db_engine
 from gridwatch.workers import engine as runs
-from gridwatch.workers.celery_app import HEAVY_QUEUE, celery_app
+
+HEAVY_QUEUE = "gridwatch.heavy"
 
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError)
 LOCK_TTL_S = 3600
@@ -25,7 +26,7 @@ LOCK_TTL_S = 3600
 
 @lru_cache(maxsize=1)
 def _context() -> tuple[Settings, Engine]:
-    settings = celery_app.conf.get("gridwatch_settings") or load_settings()
+    settings = current_app.conf.get("gridwatch_settings") or load_settings()
     return settings, create_db_engine(settings.database_url)
 
 
@@ -60,7 +61,7 @@ def _release_lock(run_id: int) -> None:
         client.close()
 
 
-@celery_app.task(
+@shared_task(
     name="aggregate.run",
     bind=True,
     acks_late=True,
@@ -85,7 +86,7 @@ def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
     return runs.get_run(engine, run_id)
 
 
-@celery_app.task(
+@shared_task(
     name="aggregate.township",
     bind=True,
     acks_late=True,
@@ -108,7 +109,7 @@ def compute_township(self: Any, run_id: int, grid_ids: list[int]) -> int:
         raise
 
 
-@celery_app.task(
+@shared_task(
     name="aggregate.finalize",
     bind=True,
     acks_late=True,
@@ -131,7 +132,7 @@ def finalize_run(self: Any, run_id: int) -> dict[str, Any]:
         _release_lock(run_id)
 
 
-@celery_app.task(name="aggregate.fail", acks_late=True)
+@shared_task(name="aggregate.fail", acks_late=True)
 def fail_run(run_id: int) -> None:
     """Chord error callback: a township failed for good, so the run is failed and unlocked."""
     settings, engine = _context()
@@ -139,7 +140,7 @@ def fail_run(run_id: int) -> None:
     _release_lock(run_id)
 
 
-@celery_app.task(name="aggregate.refresh", acks_late=True)
+@shared_task(name="aggregate.refresh", acks_late=True)
 def refresh() -> dict[str, Any] | None:
     """Beat: start an incremental run when imports changed some grids."""
     settings, engine = _context()
@@ -150,7 +151,7 @@ def refresh() -> dict[str, Any] | None:
     return runs.get_run(engine, run_id)
 
 
-@celery_app.task(name="aggregate.nightly", acks_late=True)
+@shared_task(name="aggregate.nightly", acks_late=True)
 def nightly() -> dict[str, Any]:
     """Beat: the nightly full recompute."""
     settings, engine = _context()

@@ -486,9 +486,9 @@ def _celery_for(ctx: click.Context) -> Any:
             "GRIDWATCH_REDIS_URL is not set: without Redis, tasks run in-process and no "
             "worker or beat is needed"
         )
-    from gridwatch.workers.tasks import celery_app
+    from gridwatch.workers.celery_app import create_celery_app
 
-    return celery_app
+    return create_celery_app(settings)
 
 
 @main.command("worker")

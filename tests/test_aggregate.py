@@ -183,3 +183,119 @@ def test_metrics_cli_json(loaded_county):
     assert rows[0]["run_id"] == run["run_id"]
     runs = json.loads(runner.invoke(main, ["runs", "--json"], env=env).stdout)
     assert runs[0]["run_id"] == run["run_id"] and runs[0]["status"] == "done"
+
+
+def test_patrol_dosage_hot_spots_and_forecast_are_published(engine, db_settings, tmp_path):
+    """A 6×6 lattice with a burglary cluster in one corner and a team patrolling it."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from gridwatch.ingest import import_file
+
+    cells = [
+        {
+            "code": f"G{i}{j}",
+            "name": f"网格{i}{j}",
+            "level": "grid",
+            "parent_code": "T1",
+            "population": 1000,
+            "geometry": box(113 + 0.01 * i, 28 + 0.01 * j, 113.01 + 0.01 * i, 28.01 + 0.01 * j),
+        }
+        for i in range(6)
+        for j in range(6)
+    ]
+    town = {
+        "code": "T1",
+        "name": "镇",
+        "level": "township",
+        "parent_code": None,
+        "population": 36000,
+        "geometry": box(113, 28, 113.06, 28.06),
+    }
+    frame = gpd.GeoDataFrame([town, *cells], geometry="geometry", crs="EPSG:4326")
+    frame.to_file(tmp_path / "g.geojson", driver="GeoJSON")
+    import_file("grids", tmp_path / "g.geojson", db_settings, engine)
+    lines = ["id,occurred_at,category,lon,lat,source"]
+    n = 0
+    for month in range(1, 11):
+        for day in range(1, 28, 3):  # the hot corner: 3×3 cells, every third day
+            for i in range(3):
+                for j in range(3):
+                    n += 1
+                    lines.append(
+                        f"H{n},2026-{month:02d}-{day:02d} 22:00,burglary,"
+                        f"{113.005 + 0.01 * i:.3f},{28.005 + 0.01 * j:.3f},call_110"
+                    )
+        n += 1
+        lines.append(f"C{n},2026-{month:02d}-15 10:00,theft,113.055,28.055,walk_in")
+    (tmp_path / "i.csv").write_text("\n".join(lines) + "\n", "utf-8")
+    import_file("incidents", tmp_path / "i.csv", db_settings, engine)
+    pings = ["team_code,ts,lon,lat"]
+    for minute in range(0, 120, 2):  # one 2-hour patrol inside cell G00 on 2026-10-05
+        pings.append(f"P1,2026-10-05 {20 + minute // 60}:{minute % 60:02d}:00,113.004,28.004")
+    (tmp_path / "t.csv").write_text("code,name,kind,home_area_code\nP1,巡防队,township,T1\n")
+    import_file("teams", tmp_path / "t.csv", db_settings, engine)
+    (tmp_path / "p.csv").write_text("\n".join(pings) + "\n", "utf-8")
+    import_file("patrols", tmp_path / "p.csv", db_settings, engine)
+
+    summary = run_eager(engine, db_settings, RunRequest())
+    assert summary["status"] == "done"
+    grid = {r["area_code"]: r for r in read_metrics(engine, "grid", "2026-10")}
+    # patrol: 60 pings 2 minutes apart = 120 minutes, all at night (20:00–22:00), one visit
+    assert grid["G00"]["patrol_minutes"] == pytest.approx(120.0)
+    assert grid["G00"]["patrol_night_minutes"] == pytest.approx(120.0)
+    assert grid["G00"]["patrol_visits"] == 1 and grid["G00"]["patrol_teams"] == 1
+    assert grid["G55"]["patrol_minutes"] == 0
+    town = read_metrics(engine, "township", "2026-10")[0]
+    assert town["patrol_minutes"] == pytest.approx(120.0)
+    # the burglary corner is a significant hot spot, the far corner is not
+    assert grid["G11"]["hotspot"].startswith("hot_") and grid["G11"]["gi_star_z"] > 2.5
+    assert grid["G55"]["hotspot"] in (None, "not_significant") or not str(
+        grid["G55"]["hotspot"]
+    ).startswith("hot")
+    # forecasts exist for every grid and add up to the township's
+    assert grid["G11"]["forecast_next"] > grid["G55"]["forecast_next"]
+    total = sum(r["forecast_next"] for r in grid.values())
+    assert town["forecast_next"] == pytest.approx(total, rel=1e-3)
+    with session_scope(engine) as s:
+        card = s.scalar(
+            select(AggregationRun.scorecard).where(AggregationRun.id == summary["run_id"])
+        )
+    assert set(card["targets"]) == {"week", "month", "quarter"}
+    assert set(card["7d"]["model"]["pai"]) == {"5", "10", "20"}
+    assert "baseline" in card["7d"]
+
+
+def test_forecast_cli_any_past_period_with_actuals(loaded_county):
+    import json
+
+    from click.testing import CliRunner
+
+    from gridwatch.cli import main
+
+    engine, settings = loaded_county
+    env = {
+        "GRIDWATCH_DATABASE_URL": settings.database_url,
+        "GRIDWATCH_VAR_DIR": str(settings.var_dir),
+        "GRIDWATCH_SECRET_KEY": "s" * 20,
+    }
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["forecast", "--level", "grid", "--period", "2026-08", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["period"] == "2026-08" and len(data["forecast"]) == 4
+    # the one August incident (I3, reported by walk-in) is the actual; nothing after is used
+    assert sum(r["actual"] for r in data["forecast"]) == 1
+    assert all(r["expected"] >= 0 for r in data["forecast"])
+    county = json.loads(
+        runner.invoke(
+            main, ["forecast", "--level", "county", "--period", "2026-08", "--json"], env=env
+        ).stdout
+    )
+    assert county["forecast"][0]["expected"] == pytest.approx(
+        sum(r["expected"] for r in data["forecast"]), abs=0.01
+    )
+    too_early = runner.invoke(main, ["forecast", "--period", "2026-07"], env=env)
+    assert too_early.exit_code == 2 and "not enough history" in too_early.stderr

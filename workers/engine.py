@@ -305,7 +305,11 @@ def _grid_rows(session: Session, run_id: int) -> pd.DataFrame:
     rows = session.execute(
         select(
             AreaMetric.area_id, AreaMetric.period_kind, AreaMetric.period, AreaMetric.metrics
-        ).where(AreaMetric.run_id == run_id, AreaMetric.level == "grid")
+        ).where(
+            AreaMetric.run_id == run_id,
+            AreaMetric.level == "grid",
+            AreaMetric.period != CURRENT,
+        )
     ).all()
     if not rows:
         return pd.DataFrame(columns=["area_id", "period_kind", "period", *ADDITIVE])
@@ -404,15 +408,31 @@ def derive_metrics(
     }
     kinds = rows["period_kind"].to_numpy()
     labels = rows["period"].to_numpy()
+    passthrough: dict[str, list[Any]] = {}
+    for name in PATROL_ADDITIVE:
+        values = rows[name].to_numpy(dtype=float) if name in rows else np.zeros(len(rows))
+        passthrough[name] = [round(float(v), 2) for v in values]
+    if "patrol_teams" in rows:
+        passthrough["patrol_teams"] = [
+            None if v != v else int(v) for v in rows["patrol_teams"].to_numpy(dtype=float)
+        ]
+    for name in HOTSPOT_COLUMNS:
+        if name in rows:
+            passthrough[name] = [
+                None if isinstance(v, float) and v != v else v for v in rows[name].tolist()
+            ]
     out = []
     for i in range(len(rows)):
         nonzero = np.flatnonzero(cats[i])
         metrics: dict[str, Any] = {c: int(additive[c][i]) for c in ADDITIVE}
         metrics["incidents_by_category"] = {cat_codes[j]: int(cats[i, j]) for j in nonzero}
         metrics["incidents_by_group"] = {g: int(v[i]) for g, v in group_totals.items()}
-        for name, values in columns.items():
-            metrics[name] = values[i]
+        for name, derived in columns.items():
+            metrics[name] = derived[i]
         metrics["incidents_prev"] = None if np.isnan(previous[i]) else int(previous[i])
+        for name in passthrough:
+            value = passthrough[name][i]
+            metrics[name] = None if value is None or value != value else value
         out.append(
             {
                 "area_id": int(area_ids[i]),
@@ -426,10 +446,32 @@ def derive_metrics(
     return out
 
 
+#: Patrol columns that add up across grids (distinct teams do not, so they stay per grid).
+PATROL_ADDITIVE = ("patrol_minutes", "patrol_night_minutes", "patrol_visits")
+HOTSPOT_COLUMNS = ("gi_star_z", "gi_star_p", "gi_star_q", "hotspot", "hotspot_class")
+CURRENT = "current"
+
+
+def _merge_rows(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    keys = ["area_id", "period_kind", "period"]
+    if right.empty:
+        return left
+    if left.empty:
+        return right
+    return left.merge(right, on=keys, how="outer")
+
+
 def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
-    """Roll up, derive and publish a run (one transaction); return its summary."""
+    """Add the county-wide steps, roll up, derive and publish a run; return its summary.
+
+    Everything is written and the run published in one transaction.
+    """
+    from gridwatch.workers import countywide
+
     taxonomy = load_taxonomy(settings.categories_file)
     groups = {g: taxonomy.in_group(g) for g in taxonomy.groups}
+    tz = settings.timezone
+    today = countywide.local_today(tz)
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
         if run is None:
@@ -438,12 +480,38 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             return run_summary(run)
         if run.scope == "incremental" and run.based_on_run_id is not None:
             _copy_unchanged_grids(session, run)
+        kinds = tuple(run.period_kinds)
         areas = _areas_frame(session)
-        grid_rows = _grid_rows(session, run_id)
         ancestors = ancestors_table(areas[["id", "parent_id", "level"]])
-        upper = roll_up(grid_rows, ancestors) if not grid_rows.empty else grid_rows.iloc[0:0]
-        every = pd.concat([grid_rows, upper], ignore_index=True).fillna(0)
+        parents = set(areas["parent_id"].dropna().astype(int))
+        grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
+        grids = countywide.GridGeometry.load(session, grid_ids)
+
+        grid_rows = _grid_rows(session, run_id)
+        patrol, teams = countywide.patrol_rows(session, tz, kinds, datetime.now(UTC))
+        grid_rows = _merge_rows(grid_rows, patrol)
+        hotspots = countywide.hotspot_rows(grid_rows.fillna(0), grids, kinds, today)
+        grid_rows = _merge_rows(grid_rows, hotspots)
+        numeric = [
+            c
+            for c in grid_rows.columns
+            if c not in ("area_id", "period_kind", "period", *HOTSPOT_COLUMNS, "patrol_teams")
+        ]
+        grid_rows[numeric] = grid_rows[numeric].fillna(0)
+        # Gi* and distinct teams are per grid: they do not add up the tree.
+        per_grid_only = ["patrol_teams", *HOTSPOT_COLUMNS]
+        upper = roll_up(grid_rows.drop(columns=per_grid_only, errors="ignore"), ancestors)
+        every = pd.concat([grid_rows, upper], ignore_index=True)
+        for column in numeric:
+            every[column] = every[column].fillna(0)
         final = derive_metrics(every, areas, groups)
+
+        daily = countywide.daily_matrix(session, grids.frame.index.tolist(), tz, today)
+        forecasts, scorecard = countywide.forecast_rows(
+            daily, grids, today, countywide.neighbours_of(grids)
+        )
+        final.extend(_current_rows(areas, ancestors, forecasts, teams, scorecard["targets"]))
+
         session.execute(delete(AreaMetric).where(AreaMetric.run_id == run_id))
         for start in range(0, len(final), 5000):
             session.execute(
@@ -452,12 +520,50 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             )
         now = datetime.now(UTC)
         run.rows_written = len(final)
+        run.scorecard = scorecard
         run.status = "done"
         run.finished_at = now
         run.published_at = now
         summary = run_summary(run)
     prune_old_runs(engine)
     return summary
+
+
+def _current_rows(
+    areas: pd.DataFrame,
+    ancestors: pd.DataFrame,
+    forecasts: pd.DataFrame,
+    teams: dict[str, Any],
+    targets: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Rows with no period: forecasts per area (grids summed upward) and team activity."""
+    level_of = dict(zip(areas["id"], areas["level"], strict=True))
+    rows: dict[int, dict[str, Any]] = {}
+    if not forecasts.empty:
+        joined = (
+            forecasts.rename_axis("area_id")
+            .reset_index()
+            .merge(ancestors[["area_id", "ancestor_id"]], on="area_id")
+        )
+        summed = joined.drop(columns=["area_id"]).groupby("ancestor_id").sum()
+        for area_id, values in summed.iterrows():
+            rows[int(cast(int, area_id))] = {
+                str(k): round(float(v), 3) for k, v in values.items() if pd.notna(v)
+            }
+    top = [int(a) for a, p in zip(areas["id"], areas["parent_id"], strict=True) if pd.isna(p)]
+    for area_id in top:
+        rows.setdefault(area_id, {})["patrol_teams_activity"] = teams
+    return [
+        {
+            "area_id": area_id,
+            "level": str(level_of[area_id]),
+            "period_kind": CURRENT,
+            "period": CURRENT,
+            "incidents_total": 0,
+            "metrics": {**metrics, "forecast_targets": targets},
+        }
+        for area_id, metrics in rows.items()
+    ]
 
 
 def _copy_unchanged_grids(session: Session, run: AggregationRun) -> None:
@@ -470,7 +576,11 @@ def _copy_unchanged_grids(session: Session, run: AggregationRun) -> None:
             AreaMetric.period,
             AreaMetric.incidents_total,
             AreaMetric.metrics,
-        ).where(AreaMetric.run_id == run.based_on_run_id, AreaMetric.level == "grid")
+        ).where(
+            AreaMetric.run_id == run.based_on_run_id,
+            AreaMetric.level == "grid",
+            AreaMetric.period != CURRENT,
+        )
     ).all()
     rows = []
     for r in source:
@@ -599,7 +709,16 @@ def read_metrics(
             areas = areas[areas["id"].isin(inside)]
         areas = areas[areas["level"] == level].sort_values("code")
         stored: dict[int, dict[str, Any]] = {}
+        current: dict[int, dict[str, Any]] = {}
         if run_id is not None:
+            for area_id, metrics in session.execute(
+                select(AreaMetric.area_id, AreaMetric.metrics).where(
+                    AreaMetric.run_id == run_id,
+                    AreaMetric.level == level,
+                    AreaMetric.period == CURRENT,
+                )
+            ):
+                current[area_id] = metrics
             for area_id, metrics in session.execute(
                 select(AreaMetric.area_id, AreaMetric.metrics).where(
                     AreaMetric.run_id == run_id,
@@ -610,9 +729,17 @@ def read_metrics(
                 stored[area_id] = metrics
         codes = dict(zip(areas["id"], areas["code"], strict=True))
         parent_codes = _parent_codes(session)
+    kind = parse_period(label).kind
     out = []
     for area_id, code in codes.items():
         metrics = stored.get(int(area_id)) or _empty_metrics()
+        now = current.get(int(area_id), {})
+        targets = now.get("forecast_targets", {})
+        metrics = {
+            **metrics,
+            "forecast_next": now.get(f"forecast_next_{kind}"),
+            "forecast_next_period": targets.get(kind),
+        }
         out.append(
             {
                 "area_code": code,
@@ -650,6 +777,8 @@ def _empty_metrics() -> dict[str, Any]:
         "change_prev_pct": None,
         "change_last_year_pct": None,
         "incidents_prev": None,
+        **{name: 0.0 for name in PATROL_ADDITIVE},
+        **{name: None for name in HOTSPOT_COLUMNS},
     }
 
 
@@ -688,3 +817,70 @@ __all__ = [
     "run_eager",
     "start_run",
 ]
+
+
+def forecast_period(engine: Engine, settings: Settings, level: str, period: str) -> dict[str, Any]:
+    """Forecast every area of ``level`` for ``period`` from data before the period starts.
+
+    Any past period can be forecast and set against what happened (``actual``, reported
+    incidents, once the period is over). The back-test scorecard of the newest published run
+    comes with it.
+    """
+    from gridwatch.workers import countywide
+    from gridwatch.workers.aggregate.forecast import forecast_counts
+
+    target = parse_period(period)
+    if target.kind not in ("day", "week", "month", "quarter", "year"):
+        raise RunError(f"cannot forecast {period!r}")
+    tz = settings.timezone
+    today = countywide.local_today(tz)
+    with session_scope(engine) as session:
+        areas = _areas_frame(session)
+        parents = set(areas["parent_id"].dropna().astype(int))
+        grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
+        grids = countywide.GridGeometry.load(session, grid_ids)
+        daily = countywide.daily_matrix(session, grids.frame.index.tolist(), tz, target.start)
+        end = min(target.end, today)
+        actual_daily = (
+            countywide.daily_matrix(session, grids.frame.index.tolist(), tz, end)
+            if target.end <= today
+            else None
+        )
+        run_id = latest_published_run_id(session)
+        run = session.get(AggregationRun, run_id) if run_id else None
+        scorecard = dict(run.scorecard) if run else {}
+    if daily.shape[1] < 28:
+        raise RunError(f"not enough history before {target.label} to forecast (need 28 days)")
+    expected = forecast_counts(
+        daily,
+        target.start,
+        (target.end - target.start).days,
+        neighbours=countywide.neighbours_of(grids),
+    )
+    ancestors = ancestors_table(areas[["id", "parent_id", "level"]])
+    frame = pd.DataFrame({"area_id": expected.index.astype("int64"), "expected": expected.values})
+    if actual_daily is not None:
+        days = [d for d in actual_daily.columns if target.start <= d < target.end]
+        actual = actual_daily[days].sum(axis=1) if days else pd.Series(0.0, index=frame.index)
+        frame["actual"] = frame["area_id"].map(actual).fillna(0.0)
+    joined = frame.merge(ancestors[["area_id", "ancestor_id", "ancestor_level"]], on="area_id")
+    joined = joined[joined["ancestor_level"] == level]
+    totals = joined.drop(columns=["area_id", "ancestor_level"]).groupby("ancestor_id").sum()
+    codes = dict(zip(areas["id"], areas["code"], strict=True))
+    rows = []
+    for area_id, values in totals.sort_index().iterrows():
+        row: dict[str, Any] = {
+            "area_code": codes[int(cast(int, area_id))],
+            "expected": round(float(values["expected"]), 3),
+        }
+        if "actual" in values:
+            row["actual"] = int(values["actual"])
+        rows.append(row)
+    rows.sort(key=lambda r: r["area_code"])
+    return {
+        "period": target.label,
+        "level": level,
+        "history_days": int(daily.shape[1]),
+        "forecast": rows,
+        "scorecard": scorecard,
+    }

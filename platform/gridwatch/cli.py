@@ -479,6 +479,42 @@ def metrics_command(
             )
 
 
+@main.command("forecast")
+@click.option("--level", default="grid", show_default=True, help="Area level.")
+@click.option("--period", required=True, help="The period to forecast, e.g. 2026-12 or 2027Q1.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+def forecast_command(ctx: click.Context, level: str, period: str, as_json: bool) -> None:
+    """Forecast incidents per area for PERIOD from data before it, with the back-test."""
+    from gridwatch.periods import PeriodError
+    from gridwatch.workers.engine import RunError, forecast_period
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    try:
+        result = forecast_period(engine, settings, level, period)
+    except (PeriodError, RunError) as exc:
+        raise UserFacingError(str(exc)) from exc
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"forecast for {result['period']} ({result['history_days']} days of history)")
+    for row in result["forecast"][:50]:
+        actual = f"  actual {row['actual']}" if "actual" in row else ""
+        click.echo(f"  {row['area_code']:18} expected {row['expected']:8.2f}{actual}")
+    if len(result["forecast"]) > 50:
+        click.echo(f"  … {len(result['forecast']) - 50} more (use --json)")
+    card = result["scorecard"].get("28d") or {}
+    if "model" in card:
+        model, base = card["model"], card["baseline"]
+        click.echo(
+            "back-test (28-day windows): PAI at 10 % of area "
+            f"model {model['pai'].get('10')} vs last-period baseline {base['pai'].get('10')}"
+        )
+
+
 def _celery_for(ctx: click.Context) -> Any:
     settings = get_settings(ctx)
     if not settings.redis_url:

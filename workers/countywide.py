@@ -1,0 +1,275 @@
+"""County-wide steps of a run: patrol dosage, hot spots and forecasts.
+
+These need every grid at once (a patrol crosses township borders, Gi* looks at neighbours,
+a forecast is scored across the whole area), so they run when a run is finalised rather than
+in the per-township tasks. Each returns plain frames that the engine merges into its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gridwatch.periods import PeriodKind, parse_period, period_of
+from gridwatch.storage.models import Area, Incident, PatrolPing, PatrolTeam
+
+#: Period kinds that get Gi* and emerging-hot-spot classes (days are too short to be stable).
+HOTSPOT_KINDS: tuple[PeriodKind, ...] = ("week", "month", "quarter", "year")
+FORECAST_KINDS: tuple[PeriodKind, ...] = ("week", "month", "quarter")
+
+
+@dataclass
+class GridGeometry:
+    """The leaf grids of the area tree as a GeoDataFrame (index = area id)."""
+
+    frame: gpd.GeoDataFrame
+    area_km2: pd.Series = field(default_factory=pd.Series)
+
+    @classmethod
+    def load(cls, session: Session, grid_ids: Sequence[int]) -> GridGeometry:
+        """Load the polygons of ``grid_ids`` (grids without a polygon are left out)."""
+        rows = session.execute(
+            select(Area.id, Area.geom).where(Area.id.in_(list(grid_ids)), Area.geom.is_not(None))
+        ).all()
+        frame = gpd.GeoDataFrame(
+            {"id": [r.id for r in rows]}, geometry=[r.geom for r in rows], crs="EPSG:4326"
+        ).set_index("id")
+        # Local equirectangular scale per grid: well under 1 % error at county size.
+        geoms = frame.geometry.to_numpy()
+        lat = shapely.get_y(shapely.centroid(geoms)) if len(geoms) else np.array([])
+        km2 = shapely.area(geoms) * 111.32 * 110.57 * np.cos(np.radians(lat))
+        return cls(frame, pd.Series(km2, index=frame.index, dtype=float))
+
+
+# -- patrol --------------------------------------------------------------------------------
+
+
+def patrol_rows(
+    session: Session, tz: ZoneInfo, kinds: Sequence[PeriodKind], as_of: datetime
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Return grid × period patrol dosage rows and a team-activity summary.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        ``area_id, period_kind, period, patrol_minutes, patrol_night_minutes, patrol_visits,
+        patrol_teams``.
+    teams : dict
+        ``{"teams": [...], "inactive": n, "total": n}`` for the county's current row.
+    """
+    from gridwatch.workers.aggregate.patrol import grid_dosage, presence_segments, team_activity
+
+    pings = pd.DataFrame(
+        session.execute(
+            select(PatrolPing.team_id, PatrolPing.ts, PatrolPing.grid_id).order_by(
+                PatrolPing.team_id, PatrolPing.ts
+            )
+        ).all(),
+        columns=["team_id", "ts", "grid_id"],
+    )
+    teams = pd.DataFrame(
+        session.execute(select(PatrolTeam.id, PatrolTeam.code, PatrolTeam.kind)).all(),
+        columns=["id", "code", "kind"],
+    ).set_index("id")
+    pings["ts"] = pd.to_datetime(pings["ts"], utc=True)
+    pings["grid_id"] = pings["grid_id"].astype("Int64")
+    segments = presence_segments(pings, tz=tz)
+    parts = []
+    for kind in kinds:
+        dosage = grid_dosage(segments, kind)
+        if dosage.empty:
+            continue
+        dosage = dosage.rename(columns={"grid_id": "area_id"}).assign(period_kind=kind)
+        parts.append(dosage.drop(columns=["last_visit_at"]))
+    columns = [
+        "area_id",
+        "period_kind",
+        "period",
+        "patrol_minutes",
+        "patrol_night_minutes",
+        "patrol_visits",
+        "patrol_teams",
+    ]
+    rows = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    activity = team_activity(pings, teams, as_of, tz, segments=segments)
+    summary = {
+        "total": int(len(activity)),
+        "inactive": int(activity["inactive"].sum()) if len(activity) else 0,
+        "teams": [
+            {
+                "code": str(r.code),
+                "kind": str(r.kind),
+                "active_days": int(r.active_days),
+                "patrol_minutes_30d": round(float(r.patrol_minutes_30d), 1),
+                "last_patrol_at": None
+                if pd.isna(r.last_patrol_at)
+                else pd.Timestamp(r.last_patrol_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "inactive": bool(r.inactive),
+            }
+            for r in activity.itertuples()
+        ],
+    }
+    return rows, summary
+
+
+# -- hot spots -----------------------------------------------------------------------------
+
+
+def completed(labels: Sequence[str], today: date) -> list[str]:
+    """Return the labels of periods that ended before ``today``, oldest first."""
+    done = [label for label in labels if parse_period(label).end <= today]
+    return sorted(done, key=lambda label: parse_period(label).start)
+
+
+def hotspot_rows(
+    grid_rows: pd.DataFrame, grids: GridGeometry, kinds: Sequence[PeriodKind], today: date
+) -> pd.DataFrame:
+    """Gi* per grid and period (on reported incidents) and an emerging class per kind.
+
+    Patrol-discovered incidents are left out so that patrols do not chase their own finds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``area_id, period_kind, period, gi_star_z, gi_star_p, gi_star_q, hotspot,
+        hotspot_class`` for every (grid, period) with data or a significant result.
+    """
+    from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star, grid_weights
+
+    if len(grids.frame) < 3:
+        return pd.DataFrame()
+    weights = grid_weights(grids.frame)
+    ids = list(weights.id_order)
+    out = []
+    for kind in kinds:
+        if kind not in HOTSPOT_KINDS:
+            continue
+        rows = grid_rows[grid_rows["period_kind"] == kind]
+        if rows.empty:
+            continue
+        matrix = (
+            rows.pivot_table(
+                index="area_id", columns="period", values="incidents_reported", aggfunc="sum"
+            )
+            .reindex(ids)
+            .fillna(0.0)
+        )
+        classes = pd.Series("none", index=ids)
+        history = completed(list(matrix.columns), today)
+        if len(history) >= 2:
+            classes = emerging_hotspots(matrix[history], weights).reindex(ids).fillna("none")
+        present = set(zip(rows["area_id"], rows["period"], strict=True))
+        for label in matrix.columns:
+            result = gi_star(matrix[label], weights)
+            keep = result[
+                result["significant"]
+                | pd.Index(result.index).isin([a for a, p in present if p == label])
+            ]
+            out.append(
+                pd.DataFrame(
+                    {
+                        "area_id": keep.index.astype("int64"),
+                        "period_kind": kind,
+                        "period": label,
+                        "gi_star_z": keep["gi_star_z"].round(4).to_numpy(),
+                        "gi_star_p": keep["gi_star_p"].round(6).to_numpy(),
+                        "gi_star_q": keep["gi_star_q"].round(6).to_numpy(),
+                        "hotspot": keep["hotspot"].to_numpy(),
+                        "hotspot_class": classes.reindex(keep.index).to_numpy(),
+                    }
+                )
+            )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+# -- forecasts -----------------------------------------------------------------------------
+
+
+def daily_matrix(
+    session: Session, grid_ids: Sequence[int], tz: ZoneInfo, before: date
+) -> pd.DataFrame:
+    """Count reported incidents per grid and local day, up to ``before`` (excluded)."""
+    rows = session.execute(
+        select(Incident.grid_id, Incident.occurred_at).where(
+            Incident.grid_id.is_not(None), Incident.source != "patrol"
+        )
+    ).all()
+    frame = pd.DataFrame(rows, columns=["grid_id", "occurred_at"])
+    if frame.empty:
+        return pd.DataFrame(index=list(grid_ids))
+    local = pd.DatetimeIndex(pd.to_datetime(frame["occurred_at"], utc=True)).tz_convert(tz)
+    frame["day"] = local.tz_localize(None).normalize()
+    frame = frame[frame["day"] < pd.Timestamp(before)]
+    counts = frame.groupby(["grid_id", "day"]).size().unstack(fill_value=0)
+    if counts.empty:
+        return pd.DataFrame(index=list(grid_ids))
+    days = pd.date_range(counts.columns.min(), pd.Timestamp(before) - timedelta(days=1))
+    counts = counts.reindex(index=list(grid_ids), columns=days, fill_value=0).fillna(0)
+    counts.columns = [pd.Timestamp(d).date() for d in counts.columns]
+    return counts.astype(float)
+
+
+def next_periods(today: date) -> dict[str, str]:
+    """Return the label of the period after the current one, per forecast kind."""
+    return {kind: period_of(today, kind).next().label for kind in FORECAST_KINDS}
+
+
+def forecast_rows(
+    daily: pd.DataFrame, grids: GridGeometry, today: date, neighbours: dict[int, list[int]] | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Forecast the next week, month and quarter per grid, and back-test the model.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        Index = grid id; columns ``forecast_next_week``, ``forecast_next_month``,
+        ``forecast_next_quarter``.
+    scorecard : dict
+        Back-test of the model against "last period's counts" for 7- and 28-day windows.
+    """
+    from gridwatch.workers.aggregate.forecast import backtest, forecast_counts, rolling_origins
+
+    out = pd.DataFrame(index=daily.index)
+    scorecard: dict[str, Any] = {"targets": next_periods(today)}
+    if daily.shape[1] < 56:
+        scorecard["note"] = "fewer than 56 days of history: no forecast"
+        return out, scorecard
+    for kind, label in scorecard["targets"].items():
+        period = parse_period(label)
+        expected = forecast_counts(
+            daily, period.start, (period.end - period.start).days, neighbours=neighbours
+        )
+        out[f"forecast_next_{kind}"] = expected.reindex(out.index).round(3)
+    area = grids.area_km2.reindex(daily.index).fillna(grids.area_km2.median())
+    for window in (7, 28):
+        try:
+            origins = rolling_origins(daily, window, count=6)
+            scorecard[f"{window}d"] = backtest(daily, area, window, origins, neighbours=neighbours)
+        except ValueError as exc:  # too little history for this window
+            scorecard[f"{window}d"] = {"error": str(exc)}
+    return out, scorecard
+
+
+def neighbours_of(grids: GridGeometry) -> dict[int, list[int]] | None:
+    """Return each grid's contiguity neighbours (for the near-repeat term)."""
+    if len(grids.frame) < 3:
+        return None
+    from gridwatch.workers.aggregate.hotspots import grid_weights
+
+    weights = grid_weights(grids.frame)
+    return {int(k): [int(n) for n in v] for k, v in weights.neighbors.items()}
+
+
+def local_today(tz: ZoneInfo) -> date:
+    """Return today's date in the configured zone."""
+    return datetime.now(UTC).astimezone(tz).date()

@@ -299,3 +299,32 @@ def test_forecast_cli_any_past_period_with_actuals(loaded_county):
     )
     too_early = runner.invoke(main, ["forecast", "--period", "2026-07"], env=env)
     assert too_early.exit_code == 2 and "not enough history" in too_early.stderr
+
+
+def test_camera_coverage_and_blind_spot_incidents(loaded_county, tmp_path):
+    engine, settings = loaded_county
+    # grid 001 is [113.00, 113.01] × [28.00, 28.01]; I1 and I2 are at its centre (113.005, 28.005)
+    (tmp_path / "cams.csv").write_text(
+        "id,lon,lat,type,status,direction_deg,fov_deg,range_m\n"
+        "CAM1,113.005,28.0055,hd,online,180,90,100\n"  # looks south onto the centre point
+        "CAM2,113.015,28.015,hd,broken,,,\n"  # broken: counted, sees nothing
+        "CAM3,113.0151,28.0151,checkpoint,online,0,60,30\n",  # looks north, away from I3
+        "utf-8",
+    )
+    import_file("cameras", tmp_path / "cams.csv", settings, engine)
+    run_eager(engine, settings, RunRequest())
+    grid = {r["area_code"]: r for r in read_metrics(engine, "grid", "2026Q3")}
+    g1, g4 = grid["430000001001001"], grid["430000001001004"]
+    assert g1["incidents_total"] == 2 and g1["incidents_blind_spot"] == 0
+    assert g4["incidents_total"] == 1 and g4["incidents_blind_spot"] == 1  # I3: unseen
+    assert g4["blind_spot_incident_pct"] == pytest.approx(100.0)
+    assert (g4["cameras_total"], g4["cameras_working"]) == (2, 1)
+    assert grid["430000001001002"]["cameras_working"] == 0
+    # a 100 m quarter circle in a ~1.1 km × 1.0 km grid: about 0.7 % covered
+    sector = 3.14159 * 100**2 / 4
+    assert g1["camera_coverage_pct"] == pytest.approx(100 * sector / 1.09e6, rel=0.05)
+    county = read_metrics(engine, "county", "2026Q3")[0]
+    assert county["cameras_total"] == 3 and county["cameras_working"] == 2
+    assert county["grids_without_working_camera"] == 2
+    assert county["incidents_blind_spot"] == 1
+    assert 0 < county["camera_coverage_pct"] < g1["camera_coverage_pct"]

@@ -31,6 +31,7 @@ from gridwatch.storage.models import (
     AggregationRun,
     Area,
     AreaMetric,
+    Camera,
     DirtyGrid,
     Incident,
 )
@@ -45,6 +46,9 @@ from gridwatch.workers.aggregate.incidents import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Period label of rows that describe the present state (coverage, forecasts, teams).
+CURRENT = "current"
 
 #: Core table for bulk inserts (the ORM's bulk path is several times slower here).
 METRICS_TABLE = cast(Table, AreaMetric.__table__)
@@ -245,10 +249,12 @@ def compute_unit(engine: Engine, settings: Settings, run_id: int, grid_ids: list
         if run.status in ("done", "failed"):
             return 0  # a late duplicate delivery of an already finished run
         incidents = _load_incidents(session, grid_ids, run)
+        outside, coverage_rows = _unit_coverage(session, run_id, grid_ids, incidents)
+        incidents["outside_view"] = outside
         counts = incident_counts(
             incidents, settings.timezone, tuple(run.period_kinds), taxonomy.categories
         )
-        rows = _raw_rows(run_id, counts)
+        rows = _raw_rows(run_id, counts) + coverage_rows
         session.execute(
             delete(AreaMetric).where(AreaMetric.run_id == run_id, AreaMetric.area_id.in_(grid_ids))
         )
@@ -263,6 +269,91 @@ def compute_unit(engine: Engine, settings: Settings, run_id: int, grid_ids: list
             )
         )
         return len(incidents)
+
+
+#: Per-grid camera figures kept on the grid's "current" row and summed up the tree.
+COVERAGE_ADDITIVE = (
+    "area_m2",
+    "covered_m2",
+    "cameras_total",
+    "cameras_working",
+    "cameras_offline",
+    "cameras_broken",
+    "cameras_checkpoint",
+    "cameras_hd",
+    "cameras_standard",
+    "cameras_private",
+    "grids_without_working_camera",
+)
+#: Degrees around a unit's grids searched for cameras whose view may reach into them.
+CAMERA_MARGIN_DEG = 0.025
+
+
+def _unit_coverage(
+    session: Session, run_id: int, grid_ids: list[int], incidents: pd.DataFrame
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Camera coverage of a unit's grids and which of its incidents no camera saw."""
+    from gridwatch.workers import countywide
+    from gridwatch.workers.aggregate.coverage import (
+        camera_counts,
+        camera_views,
+        grid_coverage,
+        points_outside_views,
+    )
+
+    grids = countywide.GridGeometry.load(session, grid_ids)
+    if grids.frame.empty:
+        return np.ones(len(incidents), dtype=bool), []
+    minx, miny, maxx, maxy = grids.frame.total_bounds
+    m = CAMERA_MARGIN_DEG
+    columns = [
+        Camera.lon,
+        Camera.lat,
+        Camera.status,
+        Camera.type,
+        Camera.direction_deg,
+        Camera.fov_deg,
+        Camera.range_m,
+        Camera.grid_id,
+    ]
+    cameras = pd.DataFrame(
+        session.execute(
+            select(*columns).where(
+                Camera.lon.between(minx - m, maxx + m), Camera.lat.between(miny - m, maxy + m)
+            )
+        ).all(),
+        columns=[c.key for c in columns],
+    )
+    views = camera_views(cameras) if len(cameras) else np.array([], dtype=object)
+    coverage = grid_coverage(grids.frame, views)
+    in_unit = cameras[cameras["grid_id"].isin(grid_ids)] if len(cameras) else cameras
+    counts = camera_counts(in_unit, grid_ids=grid_ids)
+    outside = (
+        points_outside_views(incidents["lon"].to_numpy(), incidents["lat"].to_numpy(), views)
+        if len(incidents)
+        else np.zeros(0, dtype=bool)
+    )
+    rows = []
+    for grid_id in grid_ids:
+        metrics: dict[str, Any] = {}
+        if grid_id in coverage.index:
+            metrics["area_m2"] = round(float(coverage.at[grid_id, "area_m2"]), 1)
+            metrics["covered_m2"] = round(float(coverage.at[grid_id, "covered_m2"]), 1)
+        if grid_id in counts.index:
+            metrics.update({c: int(counts.at[grid_id, c]) for c in counts.columns})
+        metrics["grids_without_working_camera"] = int(metrics.get("cameras_working", 0) == 0)
+        rows.append(
+            {
+                "run_id": run_id,
+                "area_id": grid_id,
+                "level": "grid",
+                "period_kind": CURRENT,
+                "period": CURRENT,
+                "incidents_total": 0,
+                "metrics": metrics,
+            }
+        )
+    return outside, rows
 
 
 def _raw_rows(run_id: int, counts: pd.DataFrame) -> list[dict[str, Any]]:
@@ -449,7 +540,6 @@ def derive_metrics(
 #: Patrol columns that add up across grids (distinct teams do not, so they stay per grid).
 PATROL_ADDITIVE = ("patrol_minutes", "patrol_night_minutes", "patrol_visits")
 HOTSPOT_COLUMNS = ("gi_star_z", "gi_star_p", "gi_star_q", "hotspot", "hotspot_class")
-CURRENT = "current"
 
 
 def _merge_rows(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
@@ -510,7 +600,10 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         forecasts, scorecard = countywide.forecast_rows(
             daily, grids, today, countywide.neighbours_of(grids)
         )
-        final.extend(_current_rows(areas, ancestors, forecasts, teams, scorecard["targets"]))
+        coverage = _grid_current(session, run_id)
+        final.extend(
+            _current_rows(areas, ancestors, forecasts, coverage, teams, scorecard["targets"])
+        )
 
         session.execute(delete(AreaMetric).where(AreaMetric.run_id == run_id))
         for start in range(0, len(final), 5000):
@@ -529,19 +622,43 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
     return summary
 
 
+def _grid_current(session: Session, run_id: int) -> pd.DataFrame:
+    """Return the camera figures the township tasks stored on each grid's current row."""
+    rows = session.execute(
+        select(AreaMetric.area_id, AreaMetric.metrics).where(
+            AreaMetric.run_id == run_id,
+            AreaMetric.level == "grid",
+            AreaMetric.period == CURRENT,
+        )
+    ).all()
+    frame = pd.DataFrame([{**r.metrics, "area_id": r.area_id} for r in rows])
+    if frame.empty:
+        return pd.DataFrame(columns=["area_id", *COVERAGE_ADDITIVE]).set_index("area_id")
+    for column in COVERAGE_ADDITIVE:
+        if column not in frame:
+            frame[column] = 0
+    return frame.set_index("area_id")[list(COVERAGE_ADDITIVE)].fillna(0)
+
+
 def _current_rows(
     areas: pd.DataFrame,
     ancestors: pd.DataFrame,
     forecasts: pd.DataFrame,
+    coverage: pd.DataFrame,
     teams: dict[str, Any],
     targets: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """Rows with no period: forecasts per area (grids summed upward) and team activity."""
+    """Build the rows with no period: forecasts, camera figures and team activity.
+
+    Forecasts and camera counts are summed up the tree, coverage is area-weighted, and the
+    team activity goes on the top areas.
+    """
     level_of = dict(zip(areas["id"], areas["level"], strict=True))
     rows: dict[int, dict[str, Any]] = {}
-    if not forecasts.empty:
+    per_grid = forecasts.join(coverage, how="outer") if not coverage.empty else forecasts
+    if not per_grid.empty:
         joined = (
-            forecasts.rename_axis("area_id")
+            per_grid.rename_axis("area_id")
             .reset_index()
             .merge(ancestors[["area_id", "ancestor_id"]], on="area_id")
         )
@@ -550,6 +667,14 @@ def _current_rows(
             rows[int(cast(int, area_id))] = {
                 str(k): round(float(v), 3) for k, v in values.items() if pd.notna(v)
             }
+    for metrics in rows.values():
+        for name in COVERAGE_ADDITIVE:
+            if name.startswith(("cameras_", "grids_")) and name in metrics:
+                metrics[name] = int(metrics[name])
+        area, covered = metrics.get("area_m2"), metrics.get("covered_m2")
+        metrics["camera_coverage_pct"] = (
+            round(100.0 * covered / area, 3) if area and covered is not None else None
+        )
     top = [int(a) for a, p in zip(areas["id"], areas["parent_id"], strict=True) if pd.isna(p)]
     for area_id in top:
         rows.setdefault(area_id, {})["patrol_teams_activity"] = teams
@@ -583,6 +708,27 @@ def _copy_unchanged_grids(session: Session, run: AggregationRun) -> None:
         )
     ).all()
     rows = []
+    for r in session.execute(
+        select(AreaMetric.area_id, AreaMetric.metrics).where(
+            AreaMetric.run_id == run.based_on_run_id,
+            AreaMetric.level == "grid",
+            AreaMetric.period == CURRENT,
+        )
+    ):
+        if r.area_id in changed:
+            continue
+        kept = {k: v for k, v in r.metrics.items() if k in COVERAGE_ADDITIVE}
+        rows.append(
+            {
+                "run_id": run.id,
+                "area_id": r.area_id,
+                "level": "grid",
+                "period_kind": CURRENT,
+                "period": CURRENT,
+                "incidents_total": 0,
+                "metrics": kept,
+            }
+        )
     for r in source:
         if r.area_id in changed:
             continue
@@ -739,6 +885,10 @@ def read_metrics(
             **metrics,
             "forecast_next": now.get(f"forecast_next_{kind}"),
             "forecast_next_period": targets.get(kind),
+            "camera_coverage_pct": now.get("camera_coverage_pct"),
+            "cameras_working": now.get("cameras_working"),
+            "cameras_total": now.get("cameras_total"),
+            "grids_without_working_camera": now.get("grids_without_working_camera"),
         }
         out.append(
             {

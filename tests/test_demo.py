@@ -103,5 +103,11 @@ def test_demo_cli_no_serve_and_status_json(tmp_path):
     assert status.exit_code == 0
     data = json.loads(status.stdout)
     assert data["task_mode"] == "eager"
+    # the demo ends with an aggregation run, visible in status
+    assert data["last_runs"][0]["status"] == "done"
+    assert (
+        data["last_runs"][0]["incidents_read"]
+        == data["counts"]["incidents"] - data["counts"]["incidents_outside_grids"]
+    )
     assert data["counts"]["incidents"] > 19_000
     assert data["counts"]["survey_responses"] > 40_000

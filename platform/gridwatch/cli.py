@@ -318,7 +318,18 @@ def demo_command(
         click.echo("  " + summary_line(summary.as_dict()).replace("\n", "\n  "))
     click.echo(
         f"\nDemo data ready: {sum(s.imported for s in report.imports):,} rows imported, "
-        f"{report.rejected} deliberately bad rows quarantined. Try: gridwatch status"
+        f"{report.rejected} deliberately bad rows quarantined."
+    )
+    from gridwatch.workers.engine import RunRequest
+    from gridwatch.workers.service import start_aggregation
+
+    click.echo("Aggregating (incidents, coverage, patrols, hot spots, forecasts) …")
+    run = start_aggregation(settings, engine, RunRequest(trigger="demo"), wait=True)
+    click.echo(
+        f"  run {run['run_id']} [{run['mode']}]: {run['status']}, "
+        f"{run.get('rows_written', 0):,} metric rows. Try: gridwatch status; "
+        "gridwatch metrics --level township --period "
+        f"{_last_quarter_label(settings)}"
     )
     if not no_serve:
         # The web app arrives with the web issue; until then the demo ends with the data.
@@ -326,6 +337,15 @@ def demo_command(
 
 
 PERIOD_KIND_CHOICES = ["day", "week", "month", "quarter", "year"]
+
+
+def _last_quarter_label(settings: Settings) -> str:
+    from datetime import UTC, datetime
+
+    from gridwatch.periods import period_of
+
+    today = datetime.now(UTC).astimezone(settings.timezone).date()
+    return period_of(today, "quarter").previous().label
 
 
 def _parse_day(value: str | None, option: str) -> date | None:

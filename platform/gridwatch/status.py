@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, func, select
+from sqlalchemy import URL, Engine, func, inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
 from gridwatch.config import Settings
 from gridwatch.storage import DatabaseError, current_revision, head_revision
 from gridwatch.storage.models import (
+    AggregationRun,
     Area,
     Camera,
     ImportBatch,
@@ -35,6 +36,7 @@ from gridwatch.storage.models import (
 )
 
 #: Number of import batches listed, newest first.
+LAST_RUNS_SHOWN = 5
 LAST_IMPORTS_SHOWN = 10
 
 #: Tables counted as a whole, in the order they are reported.
@@ -134,6 +136,7 @@ def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
         "schema_revision": None,
         "schema_head": head_revision(engine),
         "last_imports": [],
+        "last_runs": [],
         "rejected_by_kind": {},
     }
     if _sqlite_file_missing(engine):
@@ -176,6 +179,25 @@ def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
                 .order_by(ImportBatch.id.desc())
                 .limit(LAST_IMPORTS_SHOWN)
             ).all()
+            runs = (
+                conn.execute(
+                    select(
+                        AggregationRun.id,
+                        AggregationRun.status,
+                        AggregationRun.mode,
+                        AggregationRun.scope,
+                        AggregationRun.trigger,
+                        AggregationRun.started_at,
+                        AggregationRun.finished_at,
+                        AggregationRun.rows_read,
+                        AggregationRun.errors,
+                    )
+                    .order_by(AggregationRun.id.desc())
+                    .limit(LAST_RUNS_SHOWN)
+                ).all()
+                if inspect(conn).has_table("aggregation_runs")
+                else []
+            )
             rejected = conn.execute(
                 select(RejectedRow.kind, func.count())
                 .group_by(RejectedRow.kind)
@@ -207,6 +229,20 @@ def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
         for row in batches
     ]
     status["rejected_by_kind"] = {kind: int(n) for kind, n in rejected}
+    status["last_runs"] = [
+        {
+            "run_id": row.id,
+            "status": row.status,
+            "mode": row.mode,
+            "scope": row.scope,
+            "trigger": row.trigger,
+            "started_at": iso_utc(row.started_at),
+            "finished_at": iso_utc(row.finished_at),
+            "incidents_read": row.rows_read,
+            "errors": list(row.errors or []),
+        }
+        for row in runs
+    ]
     return status
 
 
@@ -305,6 +341,27 @@ def format_status(status: dict[str, Any]) -> str:
             indent="  ",
         )
 
+    lines += ["", "汇总运行 aggregation runs"]
+    if status.get("last_runs"):
+        lines += _table(
+            [
+                ["run", "status", "mode", "scope", "finished (UTC)"],
+                *[
+                    [
+                        str(r["run_id"]),
+                        r["status"],
+                        r["mode"],
+                        r["scope"],
+                        r["finished_at"] or "—",
+                    ]
+                    for r in status["last_runs"]
+                ],
+            ],
+            right_aligned={0},
+            indent="  ",
+        )
+    else:
+        lines.append("  (none yet — gridwatch aggregate)")
     lines += ["", "最近导入 last imports"]
     if not status["last_imports"]:
         lines.append("  (none yet)")

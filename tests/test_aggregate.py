@@ -132,10 +132,10 @@ def test_readers_see_only_published_runs(loaded_county):
     # a second run that has written rows but is not finished must stay invisible
     run_id = create_run(engine, RunRequest(full=True), mode="eager")
     units = plan_units(engine, run_id)
-    start_run(engine, run_id, len(units), None)
+    start_run(engine, run_id, units, None)
     from gridwatch.workers.engine import compute_unit
 
-    compute_unit(engine, settings, run_id, units[0].grid_ids)
+    compute_unit(engine, settings, run_id, units[0].grid_ids, units[0].label)
     assert read_metrics(engine, "county", "2026Q3") == before
     assert before[0]["run_id"] == first["run_id"]
     with session_scope(engine) as s:
@@ -328,3 +328,67 @@ def test_camera_coverage_and_blind_spot_incidents(loaded_county, tmp_path):
     assert county["grids_without_working_camera"] == 2
     assert county["incidents_blind_spot"] == 1
     assert 0 < county["camera_coverage_pct"] < g1["camera_coverage_pct"]
+
+
+def test_finalize_waits_for_every_township_and_repeats_are_harmless(engine, db_settings, tmp_path):
+    """A redelivered township task must not make a run publish before the others are in."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from gridwatch.workers.engine import RunNotReady, compute_unit, finalize_run, get_run
+
+    rows = [
+        {
+            "code": "C",
+            "name": "县",
+            "level": "county",
+            "parent_code": None,
+            "geometry": box(113, 28, 113.02, 28.01),
+        }
+    ]
+    for t in range(2):
+        rows.append(
+            {
+                "code": f"T{t}",
+                "name": f"镇{t}",
+                "level": "township",
+                "parent_code": "C",
+                "geometry": box(113 + 0.01 * t, 28, 113.01 + 0.01 * t, 28.01),
+            }
+        )
+        rows.append(
+            {
+                "code": f"G{t}",
+                "name": f"网格{t}",
+                "level": "grid",
+                "parent_code": f"T{t}",
+                "geometry": box(113 + 0.01 * t, 28, 113.01 + 0.01 * t, 28.01),
+            }
+        )
+    gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_file(
+        tmp_path / "a.geojson", driver="GeoJSON"
+    )
+    import_file("grids", tmp_path / "a.geojson", db_settings, engine)
+    (tmp_path / "i.csv").write_text(
+        "id,occurred_at,category,lon,lat\nA,2026-07-01 10:00,theft,113.005,28.005\n"
+        "B,2026-07-01 10:00,theft,113.015,28.005\n",
+        "utf-8",
+    )
+    import_file("incidents", tmp_path / "i.csv", db_settings, engine)
+    run_id = create_run(engine, RunRequest(), mode="worker")
+    units = plan_units(engine, run_id)
+    assert [u.label.split(":")[0] for u in units] == ["township", "township"]
+    start_run(engine, run_id, units, None)
+    first = units[0]
+    compute_unit(engine, db_settings, run_id, first.grid_ids, first.label)
+    compute_unit(engine, db_settings, run_id, first.grid_ids, first.label)  # redelivered
+    assert get_run(engine, run_id)["townships_done"] == 1
+    with pytest.raises(RunNotReady):
+        finalize_run(engine, db_settings, run_id)
+    assert get_run(engine, run_id)["status"] == "running"
+    second = units[1]
+    compute_unit(engine, db_settings, run_id, second.grid_ids, second.label)
+    summary = finalize_run(engine, db_settings, run_id)
+    assert summary["status"] == "done" and summary["townships_done"] == 2
+    county = read_metrics(engine, "county", "2026Q3")[0]
+    assert county["incidents_total"] == 2  # each township counted once

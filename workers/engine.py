@@ -34,6 +34,7 @@ from gridwatch.storage.models import (
     Camera,
     DirtyGrid,
     Incident,
+    RunUnit,
 )
 from gridwatch.taxonomy import load_taxonomy
 from gridwatch.workers.aggregate.incidents import (
@@ -59,6 +60,10 @@ KEEP_PUBLISHED_RUNS = 3
 
 class RunError(RuntimeError):
     """A run cannot be started or completed (message is for the user)."""
+
+
+class RunNotReady(RunError):
+    """Finalising was asked for before every planned township was computed (retry later)."""
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,18 @@ def plan_units(engine: Engine, run_id: int, chunk: int = 500) -> list[Unit]:
     return list(units.values())
 
 
-def start_run(engine: Engine, run_id: int, townships_total: int, task_id: str | None) -> None:
-    """Mark a run as running."""
+def start_run(engine: Engine, run_id: int, units: list[Unit], task_id: str | None) -> None:
+    """Mark a run as running and record its planned units (kept if already recorded)."""
     with session_scope(engine) as session:
+        known = set(session.scalars(select(RunUnit.label).where(RunUnit.run_id == run_id)))
+        new = [
+            {"run_id": run_id, "label": u.label, "grid_count": len(u.grid_ids)}
+            for u in units
+            if u.label not in known
+        ]
+        if new:
+            session.execute(insert(RunUnit), new)
+        townships_total = len(known | {u.label for u in units})
         session.execute(
             update(AggregationRun)
             .where(AggregationRun.id == run_id)
@@ -180,7 +194,6 @@ def start_run(engine: Engine, run_id: int, townships_total: int, task_id: str | 
                 status="running",
                 started_at=datetime.now(UTC),
                 townships_total=townships_total,
-                townships_done=0,
                 task_id=task_id,
             )
         )
@@ -233,7 +246,9 @@ def _utc_midnight(day: str, next_day: bool = False) -> datetime:
     return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
 
 
-def compute_unit(engine: Engine, settings: Settings, run_id: int, grid_ids: list[int]) -> int:
+def compute_unit(
+    engine: Engine, settings: Settings, run_id: int, grid_ids: list[int], label: str | None = None
+) -> int:
     """Compute and store the grid rows of one unit; safe to repeat.
 
     Returns
@@ -260,11 +275,23 @@ def compute_unit(engine: Engine, settings: Settings, run_id: int, grid_ids: list
         )
         if rows:
             session.execute(insert(METRICS_TABLE), rows)
+        if label is not None:
+            session.execute(
+                update(RunUnit)
+                .where(RunUnit.run_id == run_id, RunUnit.label == label)
+                .values(done_at=datetime.now(UTC))
+            )
+        # Counted from the unit table, so a redelivered task is not counted twice.
+        done = session.scalar(
+            select(func.count())
+            .select_from(RunUnit)
+            .where(RunUnit.run_id == run_id, RunUnit.done_at.is_not(None))
+        )
         session.execute(
             update(AggregationRun)
             .where(AggregationRun.id == run_id)
             .values(
-                townships_done=AggregationRun.townships_done + 1,
+                townships_done=done,
                 rows_read=AggregationRun.rows_read + len(incidents),
             )
         )
@@ -568,6 +595,13 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             raise RunError(f"no run {run_id}")
         if run.status == "done":
             return run_summary(run)
+        pending = session.scalar(
+            select(func.count())
+            .select_from(RunUnit)
+            .where(RunUnit.run_id == run_id, RunUnit.done_at.is_(None))
+        )
+        if pending:
+            raise RunNotReady(f"run {run_id}: {pending} townships are not computed yet")
         if run.scope == "incremental" and run.based_on_run_id is not None:
             _copy_unchanged_grids(session, run)
         kinds = tuple(run.period_kinds)
@@ -820,9 +854,9 @@ def run_eager(engine: Engine, settings: Settings, request: RunRequest) -> dict[s
     run_id = create_run(engine, request, mode="eager")
     try:
         units = plan_units(engine, run_id)
-        start_run(engine, run_id, len(units), None)
+        start_run(engine, run_id, units, None)
         for unit in units:
-            compute_unit(engine, settings, run_id, unit.grid_ids)
+            compute_unit(engine, settings, run_id, unit.grid_ids, unit.label)
         return finalize_run(engine, settings, run_id)
     except Exception as exc:
         mark_failed(engine, run_id, f"{type(exc).__name__}: {exc}")

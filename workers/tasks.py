@@ -79,8 +79,8 @@ def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
         runs.mark_failed(engine, run_id, "another aggregation run is in progress")
         return runs.get_run(engine, run_id)
     units = runs.plan_units(engine, run_id)
-    runs.start_run(engine, run_id, len(units), self.request.id)
-    header = group(compute_township.s(run_id, unit.grid_ids) for unit in units)
+    runs.start_run(engine, run_id, units, self.request.id)
+    header = group(compute_township.s(run_id, unit.grid_ids, unit.label) for unit in units)
     callback = finalize_run.si(run_id).set(queue=HEAVY_QUEUE)
     chord(header)(callback.on_error(fail_run.si(run_id).set(queue=HEAVY_QUEUE)))
     return runs.get_run(engine, run_id)
@@ -97,11 +97,11 @@ def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
     soft_time_limit=300,
     time_limit=360,
 )
-def compute_township(self: Any, run_id: int, grid_ids: list[int]) -> int:
+def compute_township(self: Any, run_id: int, grid_ids: list[int], label: str) -> int:
     """Compute one township's grid rows for a run."""
     settings, engine = _context()
     try:
-        return runs.compute_unit(engine, settings, run_id, grid_ids)
+        return runs.compute_unit(engine, settings, run_id, grid_ids, label)
     except SoftTimeLimitExceeded:
         runs.mark_failed(
             engine, run_id, f"a township task ran out of time ({len(grid_ids)} grids)"
@@ -124,12 +124,16 @@ def finalize_run(self: Any, run_id: int) -> dict[str, Any]:
     """Roll up and publish a run, then release the run lock."""
     settings, engine = _context()
     try:
-        return runs.finalize_run(engine, settings, run_id)
+        summary = runs.finalize_run(engine, settings, run_id)
+    except runs.RunNotReady as exc:
+        # A duplicate delivery fired the chord early: wait for the missing townships.
+        raise self.retry(exc=exc, countdown=2, max_retries=300) from exc
     except SoftTimeLimitExceeded:
         runs.mark_failed(engine, run_id, "finalising ran out of time")
-        raise
-    finally:
         _release_lock(run_id)
+        raise
+    _release_lock(run_id)
+    return summary
 
 
 @shared_task(name="aggregate.fail", acks_late=True)

@@ -386,3 +386,20 @@ class DirtyGrid(Base):
 
     area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), primary_key=True)
     marked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunUnit(Base):
+    """One planned unit (township) of a run and when its task last completed.
+
+    Finalising checks that every planned unit is done, so a redelivered duplicate task can
+    never make a run publish early.
+    """
+
+    __tablename__ = "run_units"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregation_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grid_count: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

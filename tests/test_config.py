@@ -138,3 +138,37 @@ def test_config_error_is_a_value_error():
 def test_settings_are_immutable(settings: Settings):
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(settings, "timezone", ZoneInfo("UTC"))  # noqa: B010 (mypy knows it is frozen)
+
+
+def test_worker_and_beat_settings(tmp_path):
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    assert (settings.task_visibility_timeout, settings.refresh_minutes, settings.nightly_at) == (
+        600,
+        5,
+        "02:30",
+    )
+    custom = make_settings(
+        tmp_path,
+        GRIDWATCH_TASK_VISIBILITY_TIMEOUT="5",
+        GRIDWATCH_REFRESH_MINUTES="2",
+        GRIDWATCH_NIGHTLY_AT="3:05",
+    )
+    assert (custom.task_visibility_timeout, custom.refresh_minutes, custom.nightly_at) == (
+        5,
+        2,
+        "03:05",
+    )
+    from gridwatch.workers.celery_app import beat_schedule, create_celery_app
+
+    schedule = beat_schedule(custom)
+    assert schedule["aggregate.refresh"]["schedule"].total_seconds() == 120
+    nightly = schedule["aggregate.nightly"]["schedule"]
+    assert (nightly.hour, nightly.minute) == ({3}, {5})
+    app = create_celery_app(custom, set_as_current=False)
+    assert app.conf.broker_transport_options["visibility_timeout"] == 5
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    for bad in ("25:00", "noon", "2:61"):
+        with pytest.raises(ConfigError, match="GRIDWATCH_NIGHTLY_AT"):
+            make_settings(tmp_path, GRIDWATCH_NIGHTLY_AT=bad)

@@ -43,7 +43,42 @@ def _env(settings) -> dict[str, str]:
         "GRIDWATCH_REDIS_URL": settings.redis_url,
         "GRIDWATCH_VAR_DIR": str(settings.var_dir),
         "GRIDWATCH_SECRET_KEY": settings.secret_key,
+        "GRIDWATCH_TASK_VISIBILITY_TIMEOUT": str(settings.task_visibility_timeout),
     }
+
+
+def start_worker(settings, log_path: Path, concurrency: int = 2) -> subprocess.Popen:
+    """Start ``gridwatch worker`` in its own process group; return once it answers."""
+    from gridwatch.workers.celery_app import app_for
+
+    log = open(log_path, "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gridwatch.cli", "worker", "-c", str(concurrency)],
+        env=_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    app = app_for(settings)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited: {log_path.read_text()[-2000:]}")
+        if app.control.ping(timeout=0.5):
+            return proc
+    pytest.fail("worker did not answer within 60 s")
+
+
+def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a worker's whole process group."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
 
 @pytest.fixture
@@ -201,3 +236,50 @@ def test_a_held_lock_refuses_a_run(worker, worker_settings, tmp_path):
     assert "another aggregation run is in progress" in summary["errors"][0]
     assert client.get("gridwatch:lock:aggregate") == b"999999"  # someone else's lock stays
     client.delete("gridwatch:lock:aggregate")
+
+
+def test_a_worker_killed_mid_run_loses_nothing(worker_settings, tmp_path):
+    """SIGKILL the whole worker in the middle of a run; a new worker completes it, and the
+    published metrics equal an in-process run's."""
+    from gridwatch.demo.build import build_demo
+    from gridwatch.workers.celery_app import app_for
+    from gridwatch.workers.engine import create_run
+
+    settings = replace(worker_settings, task_visibility_timeout=5)
+    engine = create_db_engine(settings.database_url)
+    build_demo(settings, engine, tmp_path / "demo", seed=11, scale="small")
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log, concurrency=1)
+    run_id = create_run(engine, RunRequest(trigger="test"), mode="worker")
+    app_for(settings).send_task("aggregate.run", args=[run_id])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = get_run(engine, run_id)
+        if run["townships_done"] >= 5:
+            break
+        time.sleep(0.05)
+    else:
+        stop_worker(first, signal.SIGKILL)
+        pytest.fail(f"run did not start: {run}; {log.read_text()[-2000:]}")
+    stop_worker(first, signal.SIGKILL)
+    killed_at = get_run(engine, run_id)
+    assert killed_at["status"] == "running"
+    assert killed_at["townships_done"] < killed_at["townships_total"]
+    second = start_worker(settings, log, concurrency=2)
+    try:
+        # kombu restores a dead worker's unacknowledged task on a periodic sweep (~90 s here)
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            run = get_run(engine, run_id)
+            if run["status"] in ("done", "failed"):
+                break
+            time.sleep(0.5)
+    finally:
+        stop_worker(second)
+    assert run["status"] == "done", (run, log.read_text()[-3000:])
+    assert run["townships_done"] == run["townships_total"] == 70
+    keys = [(lvl, p) for lvl in ("grid", "township", "county") for p in ("2026Q3", "2026-10")]
+    published = {key: read_metrics(engine, *key) for key in keys}
+    run_eager(engine, replace(settings, redis_url=""), RunRequest(full=True))
+    for key in keys:
+        assert _strip(published[key]) == _strip(read_metrics(engine, *key)), key

@@ -25,12 +25,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "aggregate.refresh": {
             "task": "aggregate.refresh",
-            "schedule": timedelta(minutes=5),
+            "schedule": timedelta(minutes=settings.refresh_minutes),
             "options": {"queue": QUICK_QUEUE},
         },
         "aggregate.nightly": {
             "task": "aggregate.nightly",
-            "schedule": crontab(hour=2, minute=30),
+            "schedule": crontab(
+                hour=int(settings.nightly_at[:2]), minute=int(settings.nightly_at[3:])
+            ),
             "options": {"queue": HEAVY_QUEUE},
         },
     }
@@ -61,7 +63,8 @@ def create_celery_app(settings: Settings | None = None, set_as_current: bool = T
         result_expires=timedelta(days=1),
         broker_connection_retry_on_startup=True,
         # An unacknowledged task of a killed worker is delivered again after this long.
-        broker_transport_options={"visibility_timeout": 600},
+        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.task_visibility_timeout},
         beat_schedule=beat_schedule(settings),
         task_always_eager=not settings.redis_url,
         task_eager_propagates=True,

@@ -48,6 +48,12 @@ class Settings:
         Area levels from the top down.
     import_chunk_size : int
         Rows read, validated and committed together by the importers.
+    task_visibility_timeout : int
+        Seconds after which a task taken by a worker that died is delivered again.
+    refresh_minutes : int
+        Beat: minutes between incremental refreshes of grids changed by imports.
+    nightly_at : str
+        Beat: local ``HH:MM`` of the nightly full recompute.
     """
 
     database_url: str
@@ -60,6 +66,9 @@ class Settings:
     survey_factors_file: Path | None = None
     area_levels: tuple[str, ...] = DEFAULT_LEVELS
     import_chunk_size: int = 20_000
+    task_visibility_timeout: int = 600
+    refresh_minutes: int = 5
+    nightly_at: str = "02:30"
     secret_key_generated: bool = False
 
     @property
@@ -154,6 +163,18 @@ def _read_positive_int(name: str, raw: str | None, default: int) -> int:
     return value
 
 
+def _read_clock(name: str, raw: str | None, default: str) -> str:
+    value = (raw or default).strip()
+    parts = value.split(":")
+    if (
+        len(parts) != 2
+        or not all(p.isdigit() for p in parts)
+        or not (0 <= int(parts[0]) <= 23 and 0 <= int(parts[1]) <= 59)
+    ):
+        raise ConfigError(f"{name} must be a local time HH:MM such as 02:30, not {raw!r}")
+    return f"{int(parts[0]):02d}:{int(parts[1]):02d}"
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every ``GRIDWATCH_*`` setting.
 
@@ -199,6 +220,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         import_chunk_size=_read_positive_int(
             "GRIDWATCH_IMPORT_CHUNK_SIZE", env.get("GRIDWATCH_IMPORT_CHUNK_SIZE"), 20_000
         ),
+        task_visibility_timeout=_read_positive_int(
+            "GRIDWATCH_TASK_VISIBILITY_TIMEOUT", env.get("GRIDWATCH_TASK_VISIBILITY_TIMEOUT"), 600
+        ),
+        refresh_minutes=_read_positive_int(
+            "GRIDWATCH_REFRESH_MINUTES", env.get("GRIDWATCH_REFRESH_MINUTES"), 5
+        ),
+        nightly_at=_read_clock("GRIDWATCH_NIGHTLY_AT", env.get("GRIDWATCH_NIGHTLY_AT"), "02:30"),
         secret_key_generated=generated,
     )
 

@@ -169,6 +169,11 @@ def test_worker_and_beat_settings(tmp_path):
     app = create_celery_app(custom, set_as_current=False)
     assert app.conf.broker_transport_options["visibility_timeout"] == 5
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    for name in ("aggregate.run", "aggregate.township", "aggregate.finalize"):
+        task = app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost, name
+        assert task.max_retries == 5 and task.retry_backoff, name
+        assert 0 < task.soft_time_limit < task.time_limit, name
     for bad in ("25:00", "noon", "2:61"):
         with pytest.raises(ConfigError, match="GRIDWATCH_NIGHTLY_AT"):
             make_settings(tmp_path, GRIDWATCH_NIGHTLY_AT=bad)

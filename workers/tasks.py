@@ -21,6 +21,16 @@ from gridwatch.workers import engine as runs
 HEAVY_QUEUE = "gridwatch.heavy"
 
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError)
+#: Options shared by the run's tasks: each is idempotent, so it is acknowledged only after it
+#: finished, delivered again if its worker dies, and retried with backoff on transient errors.
+RUN_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 LOCK_TTL_S = 3600
 
 
@@ -61,17 +71,7 @@ def _release_lock(run_id: int) -> None:
         client.close()
 
 
-@shared_task(
-    name="aggregate.run",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    soft_time_limit=120,
-    time_limit=150,
-)
+@shared_task(name="aggregate.run", soft_time_limit=120, time_limit=150, **RUN_TASK_OPTIONS)
 def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
     """Plan a run's townships and fan them out as a chord ending in ``aggregate.finalize``."""
     settings, engine = _context()
@@ -86,17 +86,7 @@ def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
     return runs.get_run(engine, run_id)
 
 
-@shared_task(
-    name="aggregate.township",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    soft_time_limit=300,
-    time_limit=360,
-)
+@shared_task(name="aggregate.township", soft_time_limit=300, time_limit=360, **RUN_TASK_OPTIONS)
 def compute_township(self: Any, run_id: int, grid_ids: list[int], label: str) -> int:
     """Compute one township's grid rows for a run."""
     settings, engine = _context()
@@ -109,17 +99,7 @@ def compute_township(self: Any, run_id: int, grid_ids: list[int], label: str) ->
         raise
 
 
-@shared_task(
-    name="aggregate.finalize",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    soft_time_limit=600,
-    time_limit=700,
-)
+@shared_task(name="aggregate.finalize", soft_time_limit=600, time_limit=700, **RUN_TASK_OPTIONS)
 def finalize_run(self: Any, run_id: int) -> dict[str, Any]:
     """Roll up and publish a run, then release the run lock."""
     settings, engine = _context()

@@ -86,6 +86,22 @@ class _SurveyBase(Importer):
             raise RowError("period", str(exc)) from None
         return self.area_ids[area], period
 
+    def to_rows(self, records: list[Record], batch_id: int) -> list[dict[str, Any]]:
+        """Build rows for the table, linking each to its wave (created on first use)."""
+        rows = []
+        for record in records:
+            values = dict(record.values)
+            period = values.pop("_period")
+            rows.append(
+                {
+                    **values,
+                    "wave_id": self.wave_id(period),
+                    "source_id": record.key,
+                    "batch_id": batch_id,
+                }
+            )
+        return rows
+
     def wave_id(self, period: str) -> int:
         """Return the wave's id, creating the wave on first use."""
         if period not in self.wave_ids:
@@ -152,22 +168,6 @@ class SurveyResultImporter(_SurveyBase):
         out["factor_shares"] = shares
         out["_key"] = f"{period}:{text(values.get('area_code'))}"
         return out
-
-    def to_rows(self, records: list[Record], batch_id: int) -> list[dict[str, Any]]:
-        """Build result rows (creating waves as needed)."""
-        rows = []
-        for record in records:
-            values = dict(record.values)
-            period = values.pop("_period")
-            rows.append(
-                {
-                    **values,
-                    "wave_id": self.wave_id(period),
-                    "source_id": record.key,
-                    "batch_id": batch_id,
-                }
-            )
-        return rows
 
 
 class SurveyResponseImporter(_SurveyBase):
@@ -244,19 +244,3 @@ class SurveyResponseImporter(_SurveyBase):
             "_period": period,
             "_key": f"{period}:{respondent}",
         }
-
-    def to_rows(self, records: list[Record], batch_id: int) -> list[dict[str, Any]]:
-        """Build response rows (creating waves as needed)."""
-        rows = []
-        for record in records:
-            values = dict(record.values)
-            period = values.pop("_period")
-            rows.append(
-                {
-                    **values,
-                    "wave_id": self.wave_id(period),
-                    "source_id": record.key,
-                    "batch_id": batch_id,
-                }
-            )
-        return rows

@@ -111,3 +111,38 @@ def test_demo_cli_no_serve_and_status_json(tmp_path):
     )
     assert data["counts"]["incidents"] > 19_000
     assert data["counts"]["survey_responses"] > 40_000
+
+
+def test_demo_grid_counts_equal_an_independent_join(demo):
+    """Aggregated grid counts for a quarter equal geopandas' own join of the demo files."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from gridwatch.geo.coords import gcj02_to_wgs84
+    from gridwatch.workers.engine import RunRequest, read_metrics, run_eager
+
+    settings, engine, report = demo
+    run_eager(engine, settings, RunRequest(period_kinds=("quarter",)))
+    files = report.files
+    raw = pd.read_csv(files.incidents, encoding="gbk", dtype=str)
+    bad_lines = {bad.line for bad in files.bad_row_details[files.incidents.name]}
+    raw = raw[~(raw.index + 2).isin(bad_lines)]  # header is line 1
+    lon, lat = gcj02_to_wgs84(raw["经度"].astype(float), raw["纬度"].astype(float))
+    local = pd.to_datetime(raw["发案时间"]).dt.tz_localize(settings.timezone.key)
+    points = gpd.GeoDataFrame(
+        {"quarter": local.dt.year.astype(str) + "Q" + local.dt.quarter.astype(str)},
+        geometry=gpd.points_from_xy(lon, lat),
+        crs="EPSG:4326",
+    )
+    areas = gpd.read_file(files.grids)
+    grids = areas[areas["level"] == "grid"][["code", "geometry"]]
+    joined = gpd.sjoin(points, grids, predicate="intersects")
+    joined = joined.reset_index().sort_values(["index", "code"]).drop_duplicates("index")
+    expected = joined[joined["quarter"] == "2026Q3"].groupby("code").size().to_dict()
+    got = {
+        r["area_code"]: r["incidents_total"]
+        for r in read_metrics(engine, "grid", "2026Q3")
+        if r["incidents_total"]
+    }
+    assert sum(expected.values()) > 3000
+    assert got == expected

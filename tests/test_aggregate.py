@@ -3,6 +3,7 @@ in local time, incremental runs equal full runs, and readers only see published 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -246,6 +247,11 @@ def test_patrol_dosage_hot_spots_and_forecast_are_published(engine, db_settings,
     assert grid["G00"]["patrol_night_minutes"] == pytest.approx(120.0)
     assert grid["G00"]["patrol_visits"] == 1 and grid["G00"]["patrol_teams"] == 1
     assert grid["G55"]["patrol_minutes"] == 0
+    # the patrol ended 2026-10-05 22:00 Beijing time; G55 was never visited
+    since = grid["G00"]["hours_since_last_visit"]
+    elapsed = (datetime.now(UTC) - datetime(2026, 10, 5, 14, 0, tzinfo=UTC)).total_seconds()
+    assert since == pytest.approx(elapsed / 3600, abs=0.1)
+    assert grid["G55"]["hours_since_last_visit"] is None
     town = read_metrics(engine, "township", "2026-10")[0]
     assert town["patrol_minutes"] == pytest.approx(120.0)
     # the burglary corner is a significant hot spot, the far corner is not

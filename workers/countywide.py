@@ -56,7 +56,7 @@ class GridGeometry:
 
 def patrol_rows(
     session: Session, tz: ZoneInfo, kinds: Sequence[PeriodKind], as_of: datetime
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, dict[str, Any], pd.Series]:
     """Return grid × period patrol dosage rows and a team-activity summary.
 
     Returns
@@ -66,8 +66,15 @@ def patrol_rows(
         patrol_teams``.
     teams : dict
         ``{"teams": [...], "inactive": n, "total": n}`` for the county's current row.
+    since : pandas.Series
+        Hours since a team was last present in each grid (grids never visited are absent).
     """
-    from gridwatch.workers.aggregate.patrol import grid_dosage, presence_segments, team_activity
+    from gridwatch.workers.aggregate.patrol import (
+        grid_dosage,
+        presence_segments,
+        team_activity,
+        time_since_last_visit,
+    )
 
     pings = pd.DataFrame(
         session.execute(
@@ -102,6 +109,7 @@ def patrol_rows(
     ]
     rows = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
     activity = team_activity(pings, teams, as_of, tz, segments=segments)
+    since = time_since_last_visit(segments, as_of) if len(segments) else pd.Series(dtype=float)
     summary = {
         "total": int(len(activity)),
         "inactive": int(activity["inactive"].sum()) if len(activity) else 0,
@@ -119,7 +127,7 @@ def patrol_rows(
             for r in activity.itertuples()
         ],
     }
-    return rows, summary
+    return rows, summary, since
 
 
 # -- hot spots -----------------------------------------------------------------------------

@@ -612,7 +612,7 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         grids = countywide.GridGeometry.load(session, grid_ids)
 
         grid_rows = _grid_rows(session, run_id)
-        patrol, teams = countywide.patrol_rows(session, tz, kinds, datetime.now(UTC))
+        patrol, teams, since = countywide.patrol_rows(session, tz, kinds, datetime.now(UTC))
         grid_rows = _merge_rows(grid_rows, patrol)
         hotspots = countywide.hotspot_rows(grid_rows.fillna(0), grids, kinds, today)
         grid_rows = _merge_rows(grid_rows, hotspots)
@@ -636,7 +636,9 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         )
         coverage = _grid_current(session, run_id)
         final.extend(
-            _current_rows(areas, ancestors, forecasts, coverage, teams, scorecard["targets"])
+            _current_rows(
+                areas, ancestors, forecasts, coverage, since, teams, scorecard["targets"]
+            )
         )
 
         session.execute(delete(AreaMetric).where(AreaMetric.run_id == run_id))
@@ -679,6 +681,7 @@ def _current_rows(
     ancestors: pd.DataFrame,
     forecasts: pd.DataFrame,
     coverage: pd.DataFrame,
+    since: pd.Series,
     teams: dict[str, Any],
     targets: dict[str, str],
 ) -> list[dict[str, Any]]:
@@ -709,6 +712,20 @@ def _current_rows(
         metrics["camera_coverage_pct"] = (
             round(100.0 * covered / area, 3) if area and covered is not None else None
         )
+    if len(since):
+        # hours since any team was last in the area: the most recent visit to any of its grids
+        visits = (
+            since.rename("hours")
+            .rename_axis("area_id")
+            .reset_index()
+            .merge(ancestors[["area_id", "ancestor_id"]], on="area_id")
+            .groupby("ancestor_id")["hours"]
+            .min()
+        )
+        for area_id, hours in visits.items():
+            rows.setdefault(int(cast(int, area_id)), {})["hours_since_last_visit"] = round(
+                float(hours), 2
+            )
     top = [int(a) for a, p in zip(areas["id"], areas["parent_id"], strict=True) if pd.isna(p)]
     for area_id in top:
         rows.setdefault(area_id, {})["patrol_teams_activity"] = teams
@@ -923,6 +940,7 @@ def read_metrics(
             "cameras_working": now.get("cameras_working"),
             "cameras_total": now.get("cameras_total"),
             "grids_without_working_camera": now.get("grids_without_working_camera"),
+            "hours_since_last_visit": now.get("hours_since_last_visit"),
         }
         out.append(
             {

@@ -398,3 +398,43 @@ def test_finalize_waits_for_every_township_and_repeats_are_harmless(engine, db_s
     assert summary["status"] == "done" and summary["townships_done"] == 2
     county = read_metrics(engine, "county", "2026Q3")[0]
     assert county["incidents_total"] == 2  # each township counted once
+
+
+def test_export_gpkg_carries_the_published_metrics(loaded_county, tmp_path):
+    import pyogrio
+    from click.testing import CliRunner
+
+    from gridwatch.cli import main
+    from gridwatch.ingest import ImportOptions
+
+    engine, settings = loaded_county
+    run_eager(engine, settings, RunRequest())
+    env = {
+        "GRIDWATCH_DATABASE_URL": settings.database_url,
+        "GRIDWATCH_VAR_DIR": str(settings.var_dir),
+        "GRIDWATCH_SECRET_KEY": "s" * 20,
+    }
+    out = tmp_path / "out.gpkg"
+    result = CliRunner().invoke(main, ["export", "gpkg", str(out), "--period", "2026Q3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "published metrics of 2026Q3" in result.stdout
+    areas = pyogrio.read_dataframe(out, layer="areas").set_index("code")
+    grid = {r["area_code"]: r for r in read_metrics(engine, "grid", "2026Q3")}
+    for code, metrics in grid.items():
+        assert areas.at[code, "incidents_total"] == metrics["incidents_total"]
+        assert areas.at[code, "metrics_period"] == "2026Q3"
+    county = read_metrics(engine, "county", "2026Q3")[0]
+    assert (
+        areas.at["430000000000", "two_robberies_one_theft"]
+        == (county["incidents_by_group"]["two_robberies_one_theft"])
+    )
+    # the areas layer, metrics and all, still imports back as areas
+    from conftest import make_settings
+
+    from gridwatch.storage import create_db_engine, upgrade_database
+
+    fresh = make_settings(tmp_path / "fresh")
+    fresh_engine = create_db_engine(fresh.database_url)
+    upgrade_database(fresh_engine)
+    summary = import_file("grids", out, fresh, fresh_engine, ImportOptions(layer="areas"))
+    assert (summary.imported, summary.rejected) == (7, 0)

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Engine, Table, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from gridwatch.config import Settings
@@ -1085,4 +1085,20 @@ def forecast_period(engine: Engine, settings: Settings, level: str, period: str)
         "history_days": int(daily.shape[1]),
         "forecast": rows,
         "scorecard": scorecard,
+    }
+
+
+def metrics_by_code(engine: Engine, period: str) -> dict[str, dict[str, Any]]:
+    """Return the published metrics of every area for ``period``, keyed by area code.
+
+    Empty when no run has been published yet (or the schema has no runs table yet).
+    """
+    if not inspect(engine).has_table("aggregation_runs"):
+        return {}
+    with session_scope(engine) as session:
+        if latest_published_run_id(session) is None:
+            return {}
+        levels = sorted(set(session.scalars(select(Area.level).distinct())))
+    return {
+        row["area_code"]: row for level in levels for row in read_metrics(engine, level, period)
     }

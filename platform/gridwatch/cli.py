@@ -150,29 +150,42 @@ class _LayerProgress:
 
 @export.command("gpkg")
 @click.argument("out_path", metavar="OUT.gpkg", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", help="Metrics period for the areas layer (default: last quarter).")
 @click.pass_context
 @friendly_errors
-def export_gpkg_command(ctx: click.Context, out_path: Path) -> None:
+def export_gpkg_command(ctx: click.Context, out_path: Path, period: str | None) -> None:
     """Write areas, incidents, cameras, stations and patrol pings to a GeoPackage.
 
-    All layers are in WGS84 (EPSG:4326); an existing OUT.gpkg is replaced.
+    All layers are in WGS84 (EPSG:4326); an existing OUT.gpkg is replaced. The areas layer
+    carries the published metrics of PERIOD (default: the last complete quarter).
     """
     from gridwatch.export import export_gpkg
+    from gridwatch.periods import PeriodError, parse_period
+    from gridwatch.workers.engine import metrics_by_code
 
     settings = get_settings(ctx)
     if not out_path.parent.is_dir():
         raise UserFacingError(f"the folder {out_path.parent} does not exist")
+    try:
+        label = parse_period(period).label if period else _last_quarter_label(settings)
+    except PeriodError as exc:
+        raise UserFacingError(str(exc)) from exc
+    engine = create_db_engine(settings.database_url)
+    area_metrics = metrics_by_code(engine, label) or None
     progress = _LayerProgress()
     try:
         counts = export_gpkg(
-            create_db_engine(settings.database_url),
+            engine,
             out_path,
             settings.timezone,
             progress=progress,
+            area_metrics=area_metrics,
         )
     finally:
         progress.close()
     click.echo(f"wrote {out_path} (EPSG:4326)")
+    if area_metrics:
+        click.echo(f"  areas carry the published metrics of {label}")
     width = max(len(layer) for layer in counts)
     for layer, n in counts.items():
         click.echo(f"  {layer:<{width}}  {n:>12,}")

@@ -84,6 +84,29 @@ LAYER_GEOMETRY: dict[str, str] = {
     "patrol_pings": "Point",
 }
 
+#: Published metrics added to the ``areas`` layer when the export is given them: the period
+#: they describe, then figures (float) and hot-spot labels (text).
+AREA_METRIC_FIELDS: dict[str, str] = {
+    "metrics_period": "text",
+    "incidents_total": "float",
+    "incidents_per_1000": "float",
+    "two_robberies_one_theft": "float",
+    "vice": "float",
+    "change_prev_pct": "float",
+    "night_share_pct": "float",
+    "solved_rate_pct": "float",
+    "not_notified_pct": "float",
+    "blind_spot_incident_pct": "float",
+    "camera_coverage_pct": "float",
+    "cameras_working": "float",
+    "patrol_minutes": "float",
+    "hours_since_last_visit": "float",
+    "gi_star_z": "float",
+    "hotspot": "text",
+    "hotspot_class": "text",
+    "forecast_next": "float",
+}
+
 #: Called after each chunk with (layer, rows written so far, rows in the table).
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -100,7 +123,12 @@ def _iso_local(instant: datetime | None, tz: tzinfo) -> str | None:
     return instant.astimezone(tz).isoformat(timespec=spec)
 
 
-def _frame(layer: str, columns: dict[str, list[Any]], geometry: Any) -> gpd.GeoDataFrame:
+def _frame(
+    layer: str,
+    columns: dict[str, list[Any]],
+    geometry: Any,
+    extra: dict[str, str] | None = None,
+) -> gpd.GeoDataFrame:
     """Build one chunk with the layer's fields and types fixed, whatever the values."""
     data = {
         name: pd.Series(
@@ -108,7 +136,22 @@ def _frame(layer: str, columns: dict[str, list[Any]], geometry: Any) -> gpd.GeoD
         )
         for name in LAYER_FIELDS[layer]
     }
+    for name, kind in (extra or {}).items():
+        values = columns.get(name, [])
+        data[name] = (
+            pd.Series([np.nan if v is None else float(v) for v in values], dtype="float64")
+            if kind == "float"
+            else pd.Series(values, dtype=object)
+        )
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geometry, crs="EPSG:4326"))
+
+
+def _metric_value(metrics: dict[str, Any], name: str) -> Any:
+    if name == "metrics_period":
+        return metrics.get("period")
+    if name in ("two_robberies_one_theft", "vice"):
+        return (metrics.get("incidents_by_group") or {}).get(name)
+    return metrics.get(name)
 
 
 def _points(lons: Sequence[float | None], lats: Sequence[float | None]) -> gpd.GeoSeries:
@@ -139,7 +182,11 @@ def _keyset_chunks(
         last = rows[-1].key
 
 
-def _area_frames(conn: Connection, chunk_size: int) -> _Frames:
+def _area_frames(
+    conn: Connection,
+    chunk_size: int,
+    metrics: dict[str, dict[str, Any]] | None = None,
+) -> _Frames:
     # Parents first, so that an importer resolving parent_code row by row finds each parent.
     links = conn.execute(select(Area.id, Area.parent_id, Area.code)).all()
     children: dict[int | None, list[tuple[str, int]]] = {}
@@ -176,16 +223,18 @@ def _area_frames(conn: Connection, chunk_size: int) -> _Frames:
         by_id = {row.id: row for row in conn.execute(stmt.where(Area.id.in_(ids)))}
         rows = [by_id[area_id] for area_id in ids if area_id in by_id]
         geometry: list[BaseGeometry | None] = [row.geom for row in rows]
+        columns: dict[str, list[Any]] = {
+            "code": [row.code for row in rows],
+            "name": [row.name for row in rows],
+            "level": [row.level for row in rows],
+            "parent_code": [row.parent_code for row in rows],
+            "population": [row.population for row in rows],
+        }
+        if metrics is not None:
+            for name in AREA_METRIC_FIELDS:
+                columns[name] = [_metric_value(metrics.get(row.code, {}), name) for row in rows]
         yield _frame(
-            "areas",
-            {
-                "code": [row.code for row in rows],
-                "name": [row.name for row in rows],
-                "level": [row.level for row in rows],
-                "parent_code": [row.parent_code for row in rows],
-                "population": [row.population for row in rows],
-            },
-            geometry,
+            "areas", columns, geometry, AREA_METRIC_FIELDS if metrics is not None else None
         )
 
 
@@ -324,6 +373,7 @@ def export_gpkg(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressCallback | None = None,
+    area_metrics: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, int]:
     """Write areas, incidents, cameras, stations and patrol pings to one GeoPackage.
 
@@ -343,6 +393,9 @@ def export_gpkg(
     progress : callable, optional
         Called as ``progress(layer, rows_written, rows_total)`` after every chunk, and once
         with ``(layer, 0, 0)`` for an empty table.
+    area_metrics : dict, optional
+        Published metrics by area code (each with ``period``); their
+        :data:`AREA_METRIC_FIELDS` are added to the ``areas`` layer.
 
     Returns
     -------
@@ -383,7 +436,7 @@ def export_gpkg(
                 # One snapshot for every layer, even while importers keep writing.
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             layers: dict[str, _Frames] = {
-                "areas": _area_frames(conn, chunk_size),
+                "areas": _area_frames(conn, chunk_size, area_metrics),
                 "incidents": _incident_frames(conn, tz, chunk_size),
                 "cameras": _camera_frames(conn, chunk_size),
                 "stations": _station_frames(conn, chunk_size),

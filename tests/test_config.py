@@ -174,6 +174,10 @@ def test_worker_and_beat_settings(tmp_path):
         assert task.acks_late and task.reject_on_worker_lost, name
         assert task.max_retries == 5 and task.retry_backoff, name
         assert 0 < task.soft_time_limit < task.time_limit, name
+    assert custom.run_stale_seconds == 1800
+    assert make_settings(tmp_path, GRIDWATCH_RUN_STALE_SECONDS="5").run_stale_seconds == 5
+    with pytest.raises(ConfigError, match="GRIDWATCH_RUN_STALE_SECONDS"):
+        make_settings(tmp_path, GRIDWATCH_RUN_STALE_SECONDS="0")
     for bad in ("25:00", "noon", "2:61"):
         with pytest.raises(ConfigError, match="GRIDWATCH_NIGHTLY_AT"):
             make_settings(tmp_path, GRIDWATCH_NIGHTLY_AT=bad)

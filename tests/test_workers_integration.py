@@ -44,6 +44,7 @@ def _env(settings) -> dict[str, str]:
         "GRIDWATCH_VAR_DIR": str(settings.var_dir),
         "GRIDWATCH_SECRET_KEY": settings.secret_key,
         "GRIDWATCH_TASK_VISIBILITY_TIMEOUT": str(settings.task_visibility_timeout),
+        "GRIDWATCH_RUN_STALE_SECONDS": str(settings.run_stale_seconds),
     }
 
 
@@ -172,8 +173,12 @@ def _load(settings, tmp_path: Path):
     return engine
 
 
+#: Fields that differ between two runs of the same data: which run, and "hours since" now.
+RUN_DEPENDENT = {"run_id", "hours_since_last_visit"}
+
+
 def _strip(rows):
-    return [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in RUN_DEPENDENT} for r in rows]
 
 
 def test_worker_run_publishes_the_same_metrics_as_in_process(worker, worker_settings, tmp_path):
@@ -283,3 +288,95 @@ def test_a_worker_killed_mid_run_loses_nothing(worker_settings, tmp_path):
     run_eager(engine, replace(settings, redis_url=""), RunRequest(full=True))
     for key in keys:
         assert _strip(published[key]) == _strip(read_metrics(engine, *key)), key
+
+
+def test_redis_restarted_mid_run_the_run_is_failed_and_retried(postgres_url, tmp_path):
+    """A private Redis is killed and restarted mid-run (it keeps nothing on disk, like ours):
+    the lost run is marked failed and run again, and the published metrics survive."""
+    import shutil
+    import socket
+
+    from conftest import make_settings
+
+    from gridwatch.demo.build import build_demo
+    from gridwatch.workers.celery_app import app_for
+    from gridwatch.workers.engine import create_run, list_runs
+
+    redis_bin = shutil.which("redis-server")
+    assert redis_bin, "redis-server is needed (installed by .ci/run)"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [
+                redis_bin,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    return proc
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        pytest.fail("private redis-server did not start")
+
+    server = start_redis()
+    settings = make_settings(
+        tmp_path,
+        GRIDWATCH_DATABASE_URL=postgres_url,
+        GRIDWATCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        GRIDWATCH_RUN_STALE_SECONDS="5",
+    )
+    engine = create_db_engine(settings.database_url)
+    worker = None
+    try:
+        build_demo(settings, engine, tmp_path / "demo", seed=5, scale="small")
+        published = run_eager(engine, replace(settings, redis_url=""), RunRequest())
+        before = read_metrics(engine, "county", "2026Q3")
+        log = tmp_path / "worker.log"
+        worker = start_worker(settings, log, concurrency=1)
+        lost = create_run(engine, RunRequest(full=True), mode="worker")
+        app_for(settings).send_task("aggregate.run", args=[lost])
+        deadline = time.monotonic() + 120
+        while get_run(engine, lost)["townships_done"] < 3:
+            assert time.monotonic() < deadline, get_run(engine, lost)
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        server = start_redis()
+        # what was published stays readable, unchanged, while the run is in trouble
+        assert read_metrics(engine, "county", "2026Q3") == before
+        assert get_run(engine, lost)["status"] == "running"
+        time.sleep(6)  # longer than GRIDWATCH_RUN_STALE_SECONDS
+        deadline = time.monotonic() + 240
+        retry = None
+        while time.monotonic() < deadline:
+            app_for(settings).send_task("aggregate.refresh")  # what beat sends every few minutes
+            time.sleep(3)
+            retry = next((r for r in list_runs(engine) if r["trigger"] == f"retry:{lost}"), None)
+            if retry and retry["status"] in ("done", "failed"):
+                break
+        assert get_run(engine, lost)["status"] == "failed"
+        assert retry is not None and retry["status"] == "done", (retry, log.read_text()[-3000:])
+        assert retry["run_id"] > published["run_id"]
+        after = read_metrics(engine, "county", "2026Q3")
+        assert after[0]["run_id"] == retry["run_id"]
+        assert _strip(after) == _strip(before)  # same data, same published figures
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        server.kill()

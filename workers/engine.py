@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -593,8 +593,8 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         run = session.get(AggregationRun, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
-        if run.status == "done":
-            return run_summary(run)
+        if run.status in ("done", "failed"):
+            return run_summary(run)  # published already, or given up: never publish it now
         pending = session.scalar(
             select(func.count())
             .select_from(RunUnit)
@@ -1102,3 +1102,39 @@ def metrics_by_code(engine: Engine, period: str) -> dict[str, dict[str, Any]]:
     return {
         row["area_code"]: row for level in levels for row in read_metrics(engine, level, period)
     }
+
+
+def stale_runs(engine: Engine, no_progress_for: timedelta) -> list[int]:
+    """Return unfinished runs that made no progress for ``no_progress_for``.
+
+    Progress is the latest of the run's creation, start and any township finishing.
+    """
+    cutoff = datetime.now(UTC) - no_progress_for
+    with session_scope(engine) as session:
+        runs = session.scalars(
+            select(AggregationRun).where(AggregationRun.status.in_(("queued", "running")))
+        ).all()
+        stale = []
+        for run in runs:
+            last_unit = session.scalar(
+                select(func.max(RunUnit.done_at)).where(RunUnit.run_id == run.id)
+            )
+            moments = [m for m in (run.created_at, run.started_at, last_unit) if m is not None]
+            if max(moments) < cutoff:
+                stale.append(run.id)
+        return stale
+
+
+def restart_request(engine: Engine, run_id: int) -> RunRequest:
+    """Return a request for a fresh full run with the same shape as ``run_id``."""
+    with session_scope(engine) as session:
+        run = session.get(AggregationRun, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}")
+        return RunRequest(
+            trigger=f"retry:{run_id}",
+            full=True,
+            period_kinds=tuple(run.period_kinds),
+            date_from=date.fromisoformat(run.date_from) if run.date_from else None,
+            date_to=date.fromisoformat(run.date_to) if run.date_to else None,
+        )

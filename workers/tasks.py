@@ -124,10 +124,31 @@ def fail_run(run_id: int) -> None:
     _release_lock(run_id)
 
 
+def recover_stale_runs() -> list[int]:
+    """Fail runs whose tasks were lost (no progress for a while) and start them again.
+
+    Redis keeps nothing on disk here, so a Redis restart loses queued tasks and the chord's
+    state; such a run would otherwise stay "running" for ever and hold the run lock.
+    """
+    from datetime import timedelta
+
+    settings, engine = _context()
+    restarted = []
+    for run_id in runs.stale_runs(engine, timedelta(seconds=settings.run_stale_seconds)):
+        runs.mark_failed(engine, run_id, "no progress: its tasks were lost; started again")
+        _release_lock(run_id)
+        new_id = runs.create_run(engine, runs.restart_request(engine, run_id), mode="worker")
+        orchestrate_run.apply_async(args=[new_id])
+        restarted.append(new_id)
+    return restarted
+
+
 @shared_task(name="aggregate.refresh", acks_late=True)
 def refresh() -> dict[str, Any] | None:
-    """Beat: start an incremental run when imports changed some grids."""
+    """Beat: recover lost runs, then start an incremental run for grids changed by imports."""
     settings, engine = _context()
+    if recover_stale_runs():
+        return None  # the replacement run covers every grid
     if runs.count_dirty(engine) == 0:
         return None
     run_id = runs.create_run(engine, runs.RunRequest(trigger="beat"), mode="worker")

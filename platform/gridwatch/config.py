@@ -54,6 +54,9 @@ class Settings:
         Beat: minutes between incremental refreshes of grids changed by imports.
     nightly_at : str
         Beat: local ``HH:MM`` of the nightly full recompute.
+    run_stale_seconds : int
+        A run that made no progress for this many seconds (its tasks were lost, e.g. when Redis
+        restarted) is marked failed and started again.
     """
 
     database_url: str
@@ -69,6 +72,7 @@ class Settings:
     task_visibility_timeout: int = 600
     refresh_minutes: int = 5
     nightly_at: str = "02:30"
+    run_stale_seconds: int = 1800
     secret_key_generated: bool = False
 
     @property
@@ -227,6 +231,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "GRIDWATCH_REFRESH_MINUTES", env.get("GRIDWATCH_REFRESH_MINUTES"), 5
         ),
         nightly_at=_read_clock("GRIDWATCH_NIGHTLY_AT", env.get("GRIDWATCH_NIGHTLY_AT"), "02:30"),
+        run_stale_seconds=_read_positive_int(
+            "GRIDWATCH_RUN_STALE_SECONDS", env.get("GRIDWATCH_RUN_STALE_SECONDS"), 1800
+        ),
         secret_key_generated=generated,
     )
 

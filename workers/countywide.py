@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,13 @@ class GridGeometry:
         lat = shapely.get_y(shapely.centroid(geoms)) if len(geoms) else np.array([])
         km2 = shapely.area(geoms) * 111.32 * 110.57 * np.cos(np.radians(lat))
         return cls(frame, pd.Series(km2, index=frame.index, dtype=float))
+
+    @cached_property
+    def weights(self) -> Any:
+        """Contiguity weights of the grids (built once; hot spots and forecasts share them)."""
+        from gridwatch.workers.aggregate.hotspots import grid_weights
+
+        return grid_weights(self.frame)
 
 
 # -- patrol --------------------------------------------------------------------------------
@@ -152,11 +160,11 @@ def hotspot_rows(
         ``area_id, period_kind, period, gi_star_z, gi_star_p, gi_star_q, hotspot,
         hotspot_class`` for every (grid, period) with data or a significant result.
     """
-    from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star, grid_weights
+    from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star
 
     if len(grids.frame) < 3:
         return pd.DataFrame()
-    weights = grid_weights(grids.frame)
+    weights = grids.weights
     ids = list(weights.id_order)
     out = []
     for kind in kinds:
@@ -272,10 +280,7 @@ def neighbours_of(grids: GridGeometry) -> dict[int, list[int]] | None:
     """Return each grid's contiguity neighbours (for the near-repeat term)."""
     if len(grids.frame) < 3:
         return None
-    from gridwatch.workers.aggregate.hotspots import grid_weights
-
-    weights = grid_weights(grids.frame)
-    return {int(k): [int(n) for n in v] for k, v in weights.neighbors.items()}
+    return {int(k): [int(n) for n in v] for k, v in grids.weights.neighbors.items()}
 
 
 def local_today(tz: ZoneInfo) -> date:

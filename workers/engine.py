@@ -13,7 +13,6 @@ Readers (:func:`read_metrics`) only ever look at the newest run whose status is 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,8 +44,6 @@ from gridwatch.workers.aggregate.incidents import (
     incident_counts,
     roll_up,
 )
-
-log = logging.getLogger(__name__)
 
 #: Period label of rows that describe the present state (coverage, forecasts, teams).
 CURRENT = "current"
@@ -1041,13 +1038,13 @@ def forecast_period(engine: Engine, settings: Settings, level: str, period: str)
         parents = set(areas["parent_id"].dropna().astype(int))
         grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
         grids = countywide.GridGeometry.load(session, grid_ids)
-        daily = countywide.daily_matrix(session, grids.frame.index.tolist(), tz, target.start)
-        end = min(target.end, today)
-        actual_daily = (
-            countywide.daily_matrix(session, grids.frame.index.tolist(), tz, end)
-            if target.end <= today
-            else None
+        past = target.end <= today
+        # One read: history before the period and, once it is over, the period itself.
+        counts = countywide.daily_matrix(
+            session, grids.frame.index.tolist(), tz, target.end if past else target.start
         )
+        daily = counts[[d for d in counts.columns if d < target.start]]
+        actual_daily = counts if past else None
         run_id = latest_published_run_id(session)
         run = session.get(AggregationRun, run_id) if run_id else None
         scorecard = dict(run.scorecard) if run else {}

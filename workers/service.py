@@ -28,8 +28,6 @@ from gridwatch.workers.engine import (
     run_eager,
 )
 
-LOCK_NAME = "gridwatch:lock:aggregate"
-
 
 @contextmanager
 def file_lock(settings: Settings) -> Iterator[None]:

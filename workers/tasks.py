@@ -6,6 +6,8 @@ so they are acknowledged late and retried on transient database errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +33,7 @@ RUN_TASK_OPTIONS: dict[str, Any] = {
     "retry_backoff": True,
     "max_retries": 5,
 }
+LOCK_NAME = "gridwatch:lock:aggregate"
 LOCK_TTL_S = 3600
 
 
@@ -40,35 +43,38 @@ def _context() -> tuple[Settings, Engine]:
     return settings, create_db_engine(settings.database_url)
 
 
-def _redis_lock(run_id: int) -> bool:
-    """Take the run lock (SET NX EX); ``False`` when another run holds it."""
+@contextmanager
+def _redis_client() -> Iterator[Any]:
+    """Yield a Redis client for the configured URL, or ``None`` without Redis."""
     settings, _ = _context()
     if not settings.redis_url:
-        return True
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        holder = client.get("gridwatch:lock:aggregate")
-        if holder is not None and holder in (str(run_id), str(run_id).encode()):
-            return True  # a redelivered orchestrator of the same run
-        return bool(client.set("gridwatch:lock:aggregate", str(run_id), nx=True, ex=LOCK_TTL_S))
-    finally:
-        client.close()
-
-
-def _release_lock(run_id: int) -> None:
-    settings, _ = _context()
-    if not settings.redis_url:
+        yield None
         return
     import redis
 
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        if client.get("gridwatch:lock:aggregate") == str(run_id).encode():
-            client.delete("gridwatch:lock:aggregate")
+        yield client
     finally:
         client.close()
+
+
+def _redis_lock(run_id: int) -> bool:
+    """Take the run lock (SET NX EX); ``False`` when another run holds it."""
+    with _redis_client() as client:
+        if client is None:
+            return True
+        holder = client.get(LOCK_NAME)
+        if holder is not None and holder in (str(run_id), str(run_id).encode()):
+            return True  # a redelivered orchestrator of the same run
+        return bool(client.set(LOCK_NAME, str(run_id), nx=True, ex=LOCK_TTL_S))
+
+
+def _release_lock(run_id: int) -> None:
+    """Release the run lock if ``run_id`` holds it (someone else's lock stays)."""
+    with _redis_client() as client:
+        if client is not None and client.get(LOCK_NAME) == str(run_id).encode():
+            client.delete(LOCK_NAME)
 
 
 @shared_task(name="aggregate.run", soft_time_limit=120, time_limit=150, **RUN_TASK_OPTIONS)

@@ -565,9 +565,11 @@ def run_import(
             summary.imported += importer.finish(batch.id, reject)
             summary.rejected = len(rejections)
             if rejections:
-                for rejection in rejections:
-                    session.execute(
-                        _rejected_insert(session),
+                # A re-import finds its rejected rows already stored (unique per file and row).
+                insert_ignoring_duplicates(
+                    session,
+                    cast(Table, RejectedRow.__table__),
+                    [
                         {
                             "batch_id": batch.id,
                             "kind": importer.kind,
@@ -577,8 +579,10 @@ def run_import(
                             "column_name": rejection.column,
                             "reason": rejection.reason,
                             "raw": raw_for_storage(rejection.raw),
-                        },
-                    )
+                        }
+                        for rejection in rejections
+                    ],
+                )
                 report = settings.reports_dir / (
                     f"batch-{batch.id:06d}-{importer.kind}-{path.stem}-rejected.csv"
                 )
@@ -596,13 +600,6 @@ def run_import(
         _record_failed_batch(engine, importer_cls.kind, path, digest, batch_options, str(exc))
         raise
     return summary
-
-
-def _rejected_insert(session: Session) -> Any:
-    table = cast(Table, RejectedRow.__table__)
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _record_failed_batch(

@@ -3,7 +3,7 @@ in local time, incremental runs equal full runs, and readers only see published 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -438,3 +438,31 @@ def test_export_gpkg_carries_the_published_metrics(loaded_county, tmp_path):
     upgrade_database(fresh_engine)
     summary = import_file("grids", out, fresh, fresh_engine, ImportOptions(layer="areas"))
     assert (summary.imported, summary.rejected) == (7, 0)
+
+
+def test_from_and_to_are_whole_local_days(loaded_county):
+    from datetime import date
+
+    engine, settings = loaded_county
+    # I1 is 2026-06-30 16:30 UTC = 1 July 00:30 in Shanghai; I2 is 5 July 21:00 local
+    run_eager(
+        engine,
+        settings,
+        RunRequest(full=True, date_from=date(2026, 7, 1), date_to=date(2026, 7, 5)),
+    )
+    county = read_metrics(engine, "county", "2026Q3")[0]
+    assert county["incidents_total"] == 2
+    assert county["incidents_by_category"] == {"theft": 1, "burglary": 1}
+
+
+def test_forecast_of_a_future_period_uses_history_up_to_today(loaded_county):
+    from gridwatch.workers.countywide import local_today, next_periods
+    from gridwatch.workers.engine import forecast_period
+
+    engine, settings = loaded_county
+    today = local_today(settings.timezone)
+    target = next_periods(today)["quarter"]  # always starts after today
+    result = forecast_period(engine, settings, "grid", target)
+    first_day = date(2026, 7, 1)  # I1, local date (I2 is patrol-found: not in forecasts)
+    assert result["history_days"] == (today - first_day).days
+    assert all("actual" not in row for row in result["forecast"])

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -211,7 +212,7 @@ def mark_failed(engine: Engine, run_id: int, error: str) -> None:
 
 
 def _load_incidents(
-    session: Session, grid_ids: Sequence[int], run: AggregationRun
+    session: Session, grid_ids: Sequence[int], run: AggregationRun, tz: ZoneInfo
 ) -> pd.DataFrame:
     columns = [
         Incident.grid_id,
@@ -228,19 +229,21 @@ def _load_incidents(
     for start in range(0, len(grid_ids), 900):
         stmt = select(*columns).where(Incident.grid_id.in_(grid_ids[start : start + 900]))
         if run.date_from:
-            stmt = stmt.where(Incident.occurred_at >= _utc_midnight(run.date_from))
+            stmt = stmt.where(Incident.occurred_at >= _local_midnight(run.date_from, tz))
         if run.date_to:
-            stmt = stmt.where(Incident.occurred_at < _utc_midnight(run.date_to, next_day=True))
+            stmt = stmt.where(
+                Incident.occurred_at < _local_midnight(run.date_to, tz, next_day=True)
+            )
         rows.extend(session.execute(stmt).all())
     return pd.DataFrame(rows, columns=[c.key for c in columns])
 
 
-def _utc_midnight(day: str, next_day: bool = False) -> datetime:
-    # Date bounds are whole local days; the engine's zone is applied by the caller's settings.
+def _local_midnight(day: str, tz: ZoneInfo, next_day: bool = False) -> datetime:
+    """Return the instant local ``day`` (or the day after) begins in ``tz``."""
     parsed = date.fromisoformat(day)
     if next_day:
-        parsed = date.fromordinal(parsed.toordinal() + 1)
-    return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+        parsed += timedelta(days=1)
+    return datetime.combine(parsed, time.min, tzinfo=tz)
 
 
 def compute_unit(
@@ -260,7 +263,7 @@ def compute_unit(
             raise RunError(f"no run {run_id}")
         if run.status in ("done", "failed"):
             return 0  # a late duplicate delivery of an already finished run
-        incidents = _load_incidents(session, grid_ids, run)
+        incidents = _load_incidents(session, grid_ids, run, settings.timezone)
         outside, coverage_rows = _unit_coverage(session, run_id, grid_ids, incidents)
         incidents["outside_view"] = outside
         counts = incident_counts(
@@ -1039,9 +1042,13 @@ def forecast_period(engine: Engine, settings: Settings, level: str, period: str)
         grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
         grids = countywide.GridGeometry.load(session, grid_ids)
         past = target.end <= today
-        # One read: history before the period and, once it is over, the period itself.
+        # One read: history before the period and, once it is over, the period itself. For a
+        # future period history stops today: days not yet lived are not zero-incident days.
         counts = countywide.daily_matrix(
-            session, grids.frame.index.tolist(), tz, target.end if past else target.start
+            session,
+            grids.frame.index.tolist(),
+            tz,
+            target.end if past else min(target.start, today),
         )
         daily = counts[[d for d in counts.columns if d < target.start]]
         actual_daily = counts if past else None

@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import geopandas as gpd
 import pytest
+from shapely.geometry import box
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -247,24 +249,21 @@ def redis_url() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def loaded_county(engine: Engine, db_settings: Settings, tmp_path: Path):
-    """Four 0.01° grids in one village/township/county, with three incidents in 2026Q3."""
-    import geopandas as gpd
-    from shapely.geometry import box
+# A 2 × 2 block of grids in one village in one township (WGS84), 0.01° squares.
+X0, Y0, D = 113.0, 28.0, 0.01
 
-    from gridwatch.ingest import import_file
 
-    x0, y0, d = 113.0, 28.0, 0.01
+def grid_frame() -> gpd.GeoDataFrame:
+    """Return the tiny county: county → township → village → four 0.01° grids."""
     rows = [
-        ("430000000000", "测试县", "county", None, 4000, box(x0, y0, x0 + 2 * d, y0 + 2 * d)),
+        ("430000000000", "测试县", "county", None, 4000, box(X0, Y0, X0 + 2 * D, Y0 + 2 * D)),
         (
             "430000001000",
             "城关镇",
             "township",
             "430000000000",
             4000,
-            box(x0, y0, x0 + 2 * d, y0 + 2 * d),
+            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
         ),
         (
             "430000001001",
@@ -272,25 +271,36 @@ def loaded_county(engine: Engine, db_settings: Settings, tmp_path: Path):
             "village",
             "430000001000",
             4000,
-            box(x0, y0, x0 + 2 * d, y0 + 2 * d),
+            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
         ),
     ]
     n = 1
     for i in range(2):
         for j in range(2):
-            cell = box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d)
+            cell = box(X0 + i * D, Y0 + j * D, X0 + (i + 1) * D, Y0 + (j + 1) * D)
             rows.append(
                 (f"430000001001{n:03d}", f"东村第{n}网格", "grid", "430000001001", 1000, cell)
             )
             n += 1
-    frame = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         {
-            k: [r[i] for r in rows]
-            for i, k in enumerate(["code", "name", "level", "parent_code", "population"])
+            "code": [r[0] for r in rows],
+            "name": [r[1] for r in rows],
+            "level": [r[2] for r in rows],
+            "parent_code": [r[3] for r in rows],
+            "population": [r[4] for r in rows],
         },
         geometry=[r[5] for r in rows],
         crs="EPSG:4326",
     )
+
+
+@pytest.fixture
+def loaded_county(engine: Engine, db_settings: Settings, tmp_path: Path):
+    """Four 0.01° grids in one village/township/county, with three incidents in 2026Q3."""
+    from gridwatch.ingest import import_file
+
+    frame = grid_frame()
     grids = tmp_path / "county.geojson"
     frame.to_file(grids, driver="GeoJSON")
     import_file("grids", grids, db_settings, engine)

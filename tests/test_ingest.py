@@ -13,6 +13,7 @@ import geopandas as gpd
 import gpxpy
 import gpxpy.gpx
 import pytest
+from conftest import X0, Y0, D, grid_frame  # the tiny county shared with loaded_county
 from openpyxl import Workbook
 from shapely.geometry import Point, box
 from sqlalchemy import func, select
@@ -34,50 +35,6 @@ from gridwatch.storage.models import (
     SurveyResult,
     SurveyWave,
 )
-
-# A 2 × 2 block of grids in one village in one township (WGS84), 0.01° squares.
-X0, Y0, D = 113.0, 28.0, 0.01
-
-
-def grid_frame() -> gpd.GeoDataFrame:
-    rows = [
-        ("430000000000", "测试县", "county", None, 4000, box(X0, Y0, X0 + 2 * D, Y0 + 2 * D)),
-        (
-            "430000001000",
-            "城关镇",
-            "township",
-            "430000000000",
-            4000,
-            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
-        ),
-        (
-            "430000001001",
-            "东村",
-            "village",
-            "430000001000",
-            4000,
-            box(X0, Y0, X0 + 2 * D, Y0 + 2 * D),
-        ),
-    ]
-    n = 1
-    for i in range(2):
-        for j in range(2):
-            cell = box(X0 + i * D, Y0 + j * D, X0 + (i + 1) * D, Y0 + (j + 1) * D)
-            rows.append(
-                (f"430000001001{n:03d}", f"东村第{n}网格", "grid", "430000001001", 1000, cell)
-            )
-            n += 1
-    return gpd.GeoDataFrame(
-        {
-            "code": [r[0] for r in rows],
-            "name": [r[1] for r in rows],
-            "level": [r[2] for r in rows],
-            "parent_code": [r[3] for r in rows],
-            "population": [r[4] for r in rows],
-        },
-        geometry=[r[5] for r in rows],
-        crs="EPSG:4326",
-    )
 
 
 def grid_of(lon: float, lat: float) -> str:

@@ -11,7 +11,13 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gridwatch.geo.locate import RasterLocator, exact_join
 from gridwatch.storage.models import Area
+
+#: The raster locator is built once this many points per grid have been assigned: its build
+#: costs about as much as an exact join of 20 points per grid, so small lookups never pay it
+#: and large ones pay at most twice the best case.
+RASTER_AFTER_POINTS_PER_GRID = 20
 
 
 @dataclass
@@ -19,7 +25,9 @@ class GridIndex:
     """The leaf areas (grids) with polygons, indexed for point-in-polygon lookups.
 
     A point on a boundary shared by several grids goes to the grid with the smallest code,
-    so the assignment never depends on storage order.
+    so the assignment never depends on storage order. Lookups go through a
+    :class:`~gridwatch.geo.locate.RasterLocator` (same answers, much faster), built on first
+    use once enough points have been assigned.
     """
 
     ids: NDArray[np.int64]
@@ -32,6 +40,8 @@ class GridIndex:
         order = sorted(range(len(self.codes)), key=self.codes.__getitem__)
         self._rank = np.empty(len(self.codes), dtype=np.int64)
         self._rank[order] = np.arange(len(self.codes))
+        self._locator: RasterLocator | None = None
+        self._points_assigned = 0
 
     @classmethod
     def from_geometries(cls, items: list[tuple[int, str, BaseGeometry]]) -> GridIndex:
@@ -57,19 +67,26 @@ class GridIndex:
 
     def assign(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.int64]:
         """Return the area id for each point, or ``-1`` where no grid contains it."""
-        result = np.full(len(lon), -1, dtype=np.int64)
         if len(self) == 0 or len(lon) == 0:
-            return result
-        points = shapely.points(lon, lat)
-        point_idx, grid_idx = self._tree.query(points, predicate="intersects")
-        if len(point_idx) == 0:
-            return result
-        order = np.lexsort((self._rank[grid_idx], point_idx))
-        point_idx, grid_idx = point_idx[order], grid_idx[order]
-        first = np.ones(len(point_idx), dtype=bool)
-        first[1:] = point_idx[1:] != point_idx[:-1]
-        result[point_idx[first]] = self.ids[grid_idx[first]]
-        return result
+            return np.full(len(lon), -1, dtype=np.int64)
+        if self._locator is None:
+            self._points_assigned += len(lon)
+            if self._points_assigned < RASTER_AFTER_POINTS_PER_GRID * len(self):
+                return self.assign_exact(lon, lat)
+            self._locator = RasterLocator(self.ids, self.codes, self.geoms)
+        return self._locator.assign(lon, lat)
+
+    def assign_exact(
+        self, lon: NDArray[np.float64], lat: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """Answer like :meth:`assign` with an STRtree query of every point (no raster)."""
+        return exact_join(
+            self._tree,
+            self._rank,
+            self.ids,
+            np.asarray(lon, dtype=np.float64),
+            np.asarray(lat, dtype=np.float64),
+        )
 
     def code_of(self) -> dict[int, str]:
         """Return a lookup from area id to code."""

@@ -3,6 +3,8 @@
 #   make demo   create .venv if needed, install, and run `gridwatch demo $(DEMO_ARGS)`
 #   make test   install, then ruff check, ruff format --check, mypy and pytest
 #   make lint   the three static checks only
+#   make translations  extract the web interface's strings, merge them into the catalogues
+#               and compile them (the .mo files are committed, so a fresh clone needs nothing)
 #   make clean  remove build output and caches (keeps .venv and var/, which holds data)
 #   make distclean  clean, and remove .venv too
 
@@ -15,7 +17,7 @@ PYTEST_ARGS ?=
 PIP_QUIET ?= --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint clean distclean
+.PHONY: help install demo test lint translations clean distclean
 
 help:
 	@echo "make demo   - set up .venv and run the GridWatch demo (DEMO_ARGS='...' to pass options)"
@@ -47,6 +49,15 @@ lint: $(STAMP)
 # pytest exits 5 when it collects no tests; like any non-zero status that fails make.
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+WEB := platform/gridwatch/web
+
+translations: $(STAMP)
+	@mkdir -p build
+	$(BIN)/pybabel extract -F $(WEB)/babel.cfg -k _l --no-location --sort-output \
+	  -o build/messages.pot $(WEB)
+	$(BIN)/pybabel update -i build/messages.pot -d $(WEB)/translations --no-fuzzy-matching
+	$(BIN)/pybabel compile -d $(WEB)/translations --statistics
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -315,3 +315,67 @@ def loaded_county(engine: Engine, db_settings: Settings, tmp_path: Path):
     )
     import_file("incidents", incidents, db_settings, engine)
     return engine, db_settings
+
+
+# --------------------------------------------------------------------------------------------
+# The web app (flaskr style): app, client, runner on a throwaway copy of a small county
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def web_county_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The web tests' county (tests/web_support.py), built and aggregated once per session.
+
+    Each test gets its own copy (``app``), so nothing one test changes reaches another.
+    """
+    from web_support import build_web_county
+
+    directory = tmp_path_factory.mktemp("web_county")
+    settings = make_settings(directory)
+    build_web_county(directory, settings)
+    return directory / "var" / "gridwatch.db"
+
+
+@pytest.fixture
+def web_settings(tmp_path: Path, web_county_db: Path) -> Settings:
+    """Settings on a private copy of the web county's SQLite database."""
+    import shutil
+
+    var_dir = tmp_path / "var"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    for part in web_county_db.parent.glob(web_county_db.name + "*"):
+        shutil.copy2(part, var_dir / part.name)
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(web_settings: Settings):
+    """The web app on the test's own database (CSRF checks stay on)."""
+    from gridwatch.web import create_app
+
+    flask_app = create_app({"GRIDWATCH_SETTINGS": web_settings, "TESTING": True})
+    yield flask_app
+    flask_app.extensions["gridwatch"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of ``app``."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(web_settings: Settings):
+    """Invoke the ``gridwatch`` command line on the test's database."""
+    from click.testing import CliRunner
+
+    from gridwatch.cli import main
+
+    class _Runner:
+        def __init__(self) -> None:
+            self.cli = CliRunner()
+
+        def invoke(self, args: list[str], input: str | None = None):
+            return self.cli.invoke(main, args, input=input, obj={"settings": web_settings})
+
+    return _Runner()

@@ -466,3 +466,96 @@ def test_forecast_of_a_future_period_uses_history_up_to_today(loaded_county):
     first_day = date(2026, 7, 1)  # I1, local date (I2 is patrol-found: not in forecasts)
     assert result["history_days"] == (today - first_day).days
     assert all("actual" not in row for row in result["forecast"])
+
+
+def test_daily_situation_summary_compares_days_and_is_stored(loaded_county, tmp_path):
+    from gridwatch.workers.situation import build_daily_situation, get_daily_situation
+
+    engine, settings = loaded_county
+    extra = tmp_path / "days.csv"
+    # I2 (patrol-found) is on 5 July local; add two on 4 July and one on 28 June
+    extra.write_text(
+        "id,occurred_at,category,lon,lat\n"
+        "D1,2026-07-04 10:00,theft,113.005,28.005\n"
+        "D2,2026-07-04 11:00,fraud,113.015,28.015\n"
+        "D3,2026-06-28 11:00,theft,113.015,28.015\n",
+        "utf-8",
+    )
+    import_file("incidents", extra, settings, engine)
+    run = run_eager(engine, settings, RunRequest(full=True))
+    report = build_daily_situation(engine, settings, date(2026, 7, 5))
+    county = next(a for a in report["areas"] if a["level"] == "county")
+    assert (county["incidents"], county["day_before"], county["week_before"]) == (1, 2, 1)
+    assert county["change_day_before_pct"] == pytest.approx(-50.0)
+    assert county["year_before"] == 0 and county["change_year_before_pct"] is None
+    assert report["run_id"] == run["run_id"]
+    assert get_daily_situation(engine, date(2026, 7, 5)) == report
+    again = build_daily_situation(engine, settings, date(2026, 7, 5))  # replaced, not added
+    assert get_daily_situation(engine, date(2026, 7, 5))["generated_at"] == again["generated_at"]
+
+
+def test_beat_schedules_the_daily_report_at_six(settings):
+    from gridwatch.workers.celery_app import beat_schedule
+
+    entry = beat_schedule(settings)["report.daily"]
+    assert entry["task"] == "report.daily"
+    assert entry["schedule"].hour == {6} and entry["schedule"].minute == {0}
+
+
+def test_blind_spot_polygons_and_density_layers_are_published(loaded_county, tmp_path):
+    from shapely.geometry import Point
+
+    from gridwatch.workers.engine import read_layer
+
+    engine, settings = loaded_county
+    assert read_layer(engine, "blind_spots").empty  # nothing published yet
+    (tmp_path / "cams.csv").write_text(
+        "id,lon,lat,type,status,direction_deg,fov_deg,range_m\n"
+        "CAM1,113.005,28.005,hd,online,,,100\n",  # a 100 m circle round grid 001's centre
+        "utf-8",
+    )
+    import_file("cameras", tmp_path / "cams.csv", settings, engine)
+    run_eager(engine, settings, RunRequest(full=True))
+    blind = read_layer(engine, "blind_spots").set_index("area_id")
+    assert len(blind) == 4
+    grid = {r["area_code"]: r for r in read_metrics(engine, "grid", "2026Q3")}
+    g1 = grid["430000001001001"]
+    with session_scope(engine) as session:
+        from gridwatch.storage.models import Area
+
+        g1_id = session.scalar(select(Area.id).where(Area.code == "430000001001001"))
+    hole = blind.loc[g1_id, "geometry"]
+    assert not hole.contains(Point(113.005, 28.005))  # the camera sees the centre
+    assert hole.contains(Point(113.001, 28.001))  # but not the corner
+    assert 0 < g1["camera_coverage_pct"] < 5
+    density = read_layer(engine, "density")
+    assert {"density", "west", "south", "east", "north"} <= set(density.columns)
+
+
+def test_incremental_run_after_a_patrol_import_equals_full_run(loaded_county, tmp_path):
+    engine, settings = loaded_county
+    run_eager(engine, settings, RunRequest())
+    (tmp_path / "t.csv").write_text(
+        "code,name,kind,home_area_code\nP1,巡防队,township,430000001000\n"
+    )
+    import_file("teams", tmp_path / "t.csv", settings, engine)
+    pings = ["team_code,ts,lon,lat"] + [
+        f"P1,2026-08-10 21:{m:02d}:00,113.015,28.015" for m in range(0, 40, 2)
+    ]
+    (tmp_path / "p.csv").write_text("\n".join(pings) + "\n", "utf-8")
+    summary = import_file("patrols", tmp_path / "p.csv", settings, engine)
+    mark_dirty(engine, summary.affected_grid_ids)
+    incremental = run_eager(engine, settings, RunRequest())
+    assert incremental["scope"] == "incremental"
+    after = read_metrics(engine, "grid", "2026-08")
+    assert max(r["patrol_minutes"] for r in after) == pytest.approx(40.0)
+    run_eager(engine, settings, RunRequest(full=True))
+    strip = [
+        {k: v for k, v in r.items() if k not in ("run_id", "hours_since_last_visit")}
+        for r in after
+    ]
+    fresh = read_metrics(engine, "grid", "2026-08")
+    assert strip == [
+        {k: v for k, v in r.items() if k not in ("run_id", "hours_since_last_visit")}
+        for r in fresh
+    ]

@@ -35,6 +35,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             ),
             "options": {"queue": HEAVY_QUEUE},
         },
+        "report.daily": {
+            "task": "report.daily",
+            "schedule": crontab(
+                hour=int(settings.report_at[:2]), minute=int(settings.report_at[3:])
+            ),
+            "options": {"queue": QUICK_QUEUE},
+        },
     }
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gridwatch.periods import PeriodKind, parse_period, period_of
+from gridwatch.storage.db import parse_utc, read_frame, utc_text
 from gridwatch.storage.models import Area, Incident, PatrolPing, PatrolTeam
 
 #: Period kinds that get Gi* and emerging-hot-spot classes (days are too short to be stable).
@@ -84,19 +85,18 @@ def patrol_rows(
         time_since_last_visit,
     )
 
-    pings = pd.DataFrame(
-        session.execute(
-            select(PatrolPing.team_id, PatrolPing.ts, PatrolPing.grid_id).order_by(
-                PatrolPing.team_id, PatrolPing.ts
-            )
-        ).all(),
-        columns=["team_id", "ts", "grid_id"],
+    pings = read_frame(
+        session,
+        select(PatrolPing.team_id, utc_text(PatrolPing.ts), PatrolPing.grid_id).order_by(
+            PatrolPing.team_id, PatrolPing.ts
+        ),
+        ["team_id", "ts", "grid_id"],
     )
+    pings["ts"] = parse_utc(pings["ts"])
     teams = pd.DataFrame(
         session.execute(select(PatrolTeam.id, PatrolTeam.code, PatrolTeam.kind)).all(),
         columns=["id", "code", "kind"],
     ).set_index("id")
-    pings["ts"] = pd.to_datetime(pings["ts"], utc=True)
     pings["grid_id"] = pings["grid_id"].astype("Int64")
     segments = presence_segments(pings, tz=tz)
     parts = []
@@ -136,6 +136,35 @@ def patrol_rows(
         ],
     }
     return rows, summary, since
+
+
+def patrol_frames(
+    session: Session, tz: ZoneInfo, kinds: Sequence[PeriodKind], as_of: datetime
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any], pd.DataFrame]:
+    """Return patrol dosage per kind, the team-activity summary and each grid's last visit.
+
+    Returns
+    -------
+    dosage : dict
+        Period kind → ``area_id, period, patrol_minutes, patrol_night_minutes,
+        patrol_visits, patrol_teams``.
+    teams : dict
+        As from :func:`patrol_rows`.
+    last_visit : pandas.DataFrame
+        ``area_id, last_visit_s``: when a team was last present (UTC epoch seconds).
+    """
+    rows, teams, since = patrol_rows(session, tz, kinds, as_of)
+    dosage = {
+        str(kind): frame.drop(columns=["period_kind"]).reset_index(drop=True)
+        for kind, frame in rows.groupby("period_kind")
+    }
+    last_visit = pd.DataFrame(
+        {
+            "area_id": since.index.to_numpy(dtype=np.int64),
+            "last_visit_s": as_of.timestamp() - 3600.0 * since.to_numpy(dtype=float),
+        }
+    )
+    return dosage, teams, last_visit
 
 
 # -- hot spots -----------------------------------------------------------------------------
@@ -208,6 +237,83 @@ def hotspot_rows(
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
+def hotspot_frame(
+    counts: pd.DataFrame,
+    grids: GridGeometry,
+    kind: str,
+    today: date,
+    only: set[str] | None = None,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Gi* per grid and period of one kind, and each grid's emerging-hot-spot class.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Grid counts of the kind (``area_id``, ``period``, ``incidents_reported``).
+    grids : GridGeometry
+        The grids (their contiguity weights are used).
+    kind : str
+        The period kind; kinds outside :data:`HOTSPOT_KINDS` get nothing.
+    today : datetime.date
+        Periods ending after today are not part of the emerging-class history.
+    only : set of str, optional
+        Compute Gi* for these periods only (the class always uses the whole history).
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        ``area_id, period, gi_star_z, gi_star_p, gi_star_q, hotspot`` for every (grid,
+        period) with data or a significant result.
+    classes : pandas.Series
+        Emerging class per grid id.
+    """
+    from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star_periods
+
+    empty = pd.DataFrame(), pd.Series(dtype=object)
+    if kind not in HOTSPOT_KINDS or len(grids.frame) < 3 or counts.empty:
+        return empty
+    weights = grids.weights
+    ids = list(weights.id_order)
+    matrix = (
+        counts.pivot_table(
+            index="area_id", columns="period", values="incidents_reported", aggfunc="sum"
+        )
+        .reindex(ids)
+        .fillna(0.0)
+    )
+    classes = pd.Series("none", index=ids, dtype=object)
+    history = completed(list(matrix.columns), today)
+    if len(history) >= 2:
+        classes = emerging_hotspots(matrix[history], weights).reindex(ids).fillna("none")
+    labels = [c for c in matrix.columns if only is None or c in only]
+    if not labels:
+        return pd.DataFrame(), classes
+    result = gi_star_periods(matrix[labels], weights)
+    # Keep a (grid, period) when it has data or a significant result.
+    has_data = (
+        counts.assign(flag=True)
+        .pivot_table(index="area_id", columns="period", values="flag", aggfunc="any")
+        .reindex(index=ids, columns=labels)
+        .fillna(False)
+        .to_numpy(dtype=bool)
+    )
+    grid, period = np.nonzero(result["significant"] | has_data)
+    out = [
+        pd.DataFrame(
+            {
+                "area_id": np.asarray(ids, dtype=np.int64)[grid],
+                "period": np.asarray(labels, dtype=object)[period],
+                "gi_star_z": result["gi_star_z"][grid, period].round(4),
+                "gi_star_p": result["gi_star_p"][grid, period].round(6),
+                "gi_star_q": result["gi_star_q"][grid, period].round(6),
+                "hotspot": result["hotspot"][grid, period],
+            }
+        )
+    ]
+    rows = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    return rows, classes
+
+
 # -- forecasts -----------------------------------------------------------------------------
 
 
@@ -215,15 +321,16 @@ def daily_matrix(
     session: Session, grid_ids: Sequence[int], tz: ZoneInfo, before: date
 ) -> pd.DataFrame:
     """Count reported incidents per grid and local day, up to ``before`` (excluded)."""
-    rows = session.execute(
-        select(Incident.grid_id, Incident.occurred_at).where(
+    frame = read_frame(
+        session,
+        select(Incident.grid_id, utc_text(Incident.occurred_at)).where(
             Incident.grid_id.is_not(None), Incident.source != "patrol"
-        )
-    ).all()
-    frame = pd.DataFrame(rows, columns=["grid_id", "occurred_at"])
+        ),
+        ["grid_id", "occurred_at"],
+    )
     if frame.empty:
         return pd.DataFrame(index=list(grid_ids))
-    local = pd.DatetimeIndex(pd.to_datetime(frame["occurred_at"], utc=True)).tz_convert(tz)
+    local = parse_utc(frame["occurred_at"]).tz_convert(tz)
     frame["day"] = local.tz_localize(None).normalize()
     frame = frame[frame["day"] < pd.Timestamp(before)]
     counts = frame.groupby(["grid_id", "day"]).size().unstack(fill_value=0)
@@ -286,3 +393,53 @@ def neighbours_of(grids: GridGeometry) -> dict[int, list[int]] | None:
 def local_today(tz: ZoneInfo) -> date:
     """Return today's date in the configured zone."""
     return datetime.now(UTC).astimezone(tz).date()
+
+
+#: Days of reported incidents behind the density surface of the heat maps.
+DENSITY_DAYS = 90
+
+
+def density_part(
+    session: Session, grids: GridGeometry, tz: ZoneInfo, today: date, days: int = DENSITY_DAYS
+) -> pd.DataFrame | None:
+    """Kernel density of the last ``days`` days of reported incidents, for the heat maps.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per raster row (north to south) with ``density`` (points per km², a list per
+        row) and the raster's ``west, south, east, north`` on every row; ``None`` without
+        grids.
+    """
+    from gridwatch.workers.aggregate.hotspots import kde_surface
+
+    if grids.frame.empty:
+        return None
+    start = datetime.combine(today - timedelta(days=days), datetime.min.time(), tzinfo=tz)
+    points = read_frame(
+        session,
+        select(Incident.lon, Incident.lat).where(
+            Incident.occurred_at >= start,
+            Incident.source != "patrol",
+            Incident.grid_id.is_not(None),
+        ),
+        ["lon", "lat"],
+    )
+    lon = points["lon"].to_numpy(dtype=float)
+    lat = points["lat"].to_numpy(dtype=float)
+    west, south, east, north = (float(v) for v in grids.frame.total_bounds)
+    width_m = (east - west) * 111_320.0 * np.cos(np.radians((south + north) / 2.0))
+    height_m = (north - south) * 110_570.0
+    cell_m = max(200.0, float(np.sqrt(max(width_m * height_m, 1.0) / 250_000.0)))
+    density, bounds = kde_surface(
+        lon, lat, (west, south, east, north), cell_m=cell_m, bandwidth_m=max(500.0, 2.5 * cell_m)
+    )
+    return pd.DataFrame(
+        {
+            "density": [row.astype(np.float32) for row in density],
+            "west": bounds[0],
+            "south": bounds[1],
+            "east": bounds[2],
+            "north": bounds[3],
+        }
+    )

@@ -16,41 +16,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from time import perf_counter
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Table, delete, func, insert, inspect, select, update
+import shapely
+from sqlalchemy import Engine, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from gridwatch.config import Settings
-from gridwatch.periods import PeriodError, PeriodKind, parse_period
-from gridwatch.storage.db import session_scope
+from gridwatch.periods import PeriodKind, parse_period
+from gridwatch.storage.db import parse_utc, read_frame, session_scope, utc_text
 from gridwatch.storage.models import (
     AggregationRun,
     Area,
-    AreaMetric,
     Camera,
     DirtyGrid,
+    ImportBatch,
     Incident,
+    MetricBlock,
+    RunPart,
     RunUnit,
 )
 from gridwatch.taxonomy import load_taxonomy
+from gridwatch.workers import blocks
 from gridwatch.workers.aggregate.incidents import (
     ADDITIVE,
     CATEGORY_PREFIX,
     PERIOD_KINDS,
     ancestors_table,
-    incident_counts,
-    roll_up,
+    count_by_period,
 )
 
 #: Period label of rows that describe the present state (coverage, forecasts, teams).
 CURRENT = "current"
-
-#: Core table for bulk inserts (the ORM's bulk path is several times slower here).
-METRICS_TABLE = cast(Table, AreaMetric.__table__)
 
 #: How many published runs keep their metrics (older ones are pruned after a publish).
 KEEP_PUBLISHED_RUNS = 3
@@ -139,7 +140,11 @@ def _iso(day: date | None) -> str | None:
 
 
 def plan_units(engine: Engine, run_id: int, chunk: int = 500) -> list[Unit]:
-    """Group the run's grids by township (fan-out units); flat grid sets go in chunks."""
+    """Group the grids by township (fan-out units); flat grid sets go in chunks.
+
+    An incremental run gets the whole units that hold a changed grid: a unit's counts are
+    stored as one part, so the parts of every other unit can be taken over unchanged.
+    """
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
         if run is None:
@@ -153,8 +158,6 @@ def plan_units(engine: Engine, run_id: int, chunk: int = 500) -> list[Unit]:
         return []
     parents = set(areas["parent_id"].dropna().astype(int))
     leaves = [int(i) for i in areas["id"] if int(i) not in parents]
-    if wanted is not None:
-        leaves = [g for g in leaves if g in wanted]
     ancestors = ancestors_table(areas)
     townships = ancestors[ancestors["ancestor_level"] == "township"]
     township_of = dict(zip(townships["area_id"], townships["ancestor_id"], strict=True))
@@ -170,7 +173,10 @@ def plan_units(engine: Engine, run_id: int, chunk: int = 500) -> list[Unit]:
     for start in range(0, len(loose), chunk):
         key = f"grids:{start // chunk}"
         units[key] = Unit(key, loose[start : start + chunk])
-    return list(units.values())
+    planned = list(units.values())
+    if wanted is not None:
+        planned = [u for u in planned if wanted.intersection(u.grid_ids)]
+    return planned
 
 
 def start_run(engine: Engine, run_id: int, units: list[Unit], task_id: str | None) -> None:
@@ -214,18 +220,30 @@ def mark_failed(engine: Engine, run_id: int, error: str) -> None:
 def _load_incidents(
     session: Session, grid_ids: Sequence[int], run: AggregationRun, tz: ZoneInfo
 ) -> pd.DataFrame:
+    """Read a unit's incidents: times as text (parsed in one go), solved/notified as flags."""
     columns = [
         Incident.grid_id,
-        Incident.occurred_at,
+        utc_text(Incident.occurred_at),
         Incident.category,
         Incident.source,
         Incident.status,
-        Incident.solved_at,
-        Incident.victim_notified_at,
+        Incident.solved_at.is_not(None).label("has_solved_at"),
+        Incident.victim_notified_at.is_not(None).label("victim_notified"),
         Incident.lon,
         Incident.lat,
     ]
-    rows: list[Any] = []
+    names = [
+        "grid_id",
+        "occurred_at",
+        "category",
+        "source",
+        "status",
+        "has_solved_at",
+        "victim_notified",
+        "lon",
+        "lat",
+    ]
+    frames = [pd.DataFrame(columns=names)]
     for start in range(0, len(grid_ids), 900):
         stmt = select(*columns).where(Incident.grid_id.in_(grid_ids[start : start + 900]))
         if run.date_from:
@@ -234,8 +252,12 @@ def _load_incidents(
             stmt = stmt.where(
                 Incident.occurred_at < _local_midnight(run.date_to, tz, next_day=True)
             )
-        rows.extend(session.execute(stmt).all())
-    return pd.DataFrame(rows, columns=[c.key for c in columns])
+        frames.append(read_frame(session, stmt, names))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame["occurred_at"] = parse_utc(frame["occurred_at"])
+    frame["has_solved_at"] = frame["has_solved_at"].astype(bool)
+    frame["victim_notified"] = frame["victim_notified"].astype(bool)
+    return frame
 
 
 def _local_midnight(day: str, tz: ZoneInfo, next_day: bool = False) -> datetime:
@@ -249,7 +271,7 @@ def _local_midnight(day: str, tz: ZoneInfo, next_day: bool = False) -> datetime:
 def compute_unit(
     engine: Engine, settings: Settings, run_id: int, grid_ids: list[int], label: str | None = None
 ) -> int:
-    """Compute and store the grid rows of one unit; safe to repeat.
+    """Compute and store the grid counts of one unit as parts of the run; safe to repeat.
 
     Returns
     -------
@@ -257,6 +279,7 @@ def compute_unit(
         Incident rows read.
     """
     taxonomy = load_taxonomy(settings.categories_file)
+    unit = label or f"grids:{min(grid_ids) if grid_ids else 0}"
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
         if run is None:
@@ -264,17 +287,17 @@ def compute_unit(
         if run.status in ("done", "failed"):
             return 0  # a late duplicate delivery of an already finished run
         incidents = _load_incidents(session, grid_ids, run, settings.timezone)
-        outside, coverage_rows = _unit_coverage(session, run_id, grid_ids, incidents)
+        outside, coverage = _unit_coverage(session, run_id, grid_ids, incidents)
         incidents["outside_view"] = outside
-        counts = incident_counts(
+        counts = count_by_period(
             incidents, settings.timezone, tuple(run.period_kinds), taxonomy.categories
         )
-        rows = _raw_rows(run_id, counts) + coverage_rows
-        session.execute(
-            delete(AreaMetric).where(AreaMetric.run_id == run_id, AreaMetric.area_id.in_(grid_ids))
+        # One part for all kinds: encoding cost is per column, not per row.
+        merged = pd.concat(
+            [frame.assign(period_kind=kind) for kind, frame in counts.items()], ignore_index=True
         )
-        if rows:
-            session.execute(insert(METRICS_TABLE), rows)
+        merged["period"] = merged["period"].astype(str)
+        blocks.write_parts(session, run_id, unit, {"counts": merged, "coverage": coverage})
         if label is not None:
             session.execute(
                 update(RunUnit)
@@ -298,7 +321,7 @@ def compute_unit(
         return len(incidents)
 
 
-#: Per-grid camera figures kept on the grid's "current" row and summed up the tree.
+#: Per-grid camera figures kept in the "current" block and summed up the tree.
 COVERAGE_ADDITIVE = (
     "area_m2",
     "covered_m2",
@@ -312,27 +335,58 @@ COVERAGE_ADDITIVE = (
     "cameras_private",
     "grids_without_working_camera",
 )
-#: Degrees around a unit's grids searched for cameras whose view may reach into them.
+
+
+@dataclass
+class _RunCoverage:
+    """Camera coverage of every grid and the indexed views, built once per run and process."""
+
+    table: pd.DataFrame
+    views: Any
+
+
+#: Degrees around an incremental run's grids searched for cameras whose view may reach in
+#: (views reach a few hundred metres; 0.025° is over 2 km).
 CAMERA_MARGIN_DEG = 0.025
+#: Keyed by database, run id and the run's creation time (run ids repeat across databases).
+_COVERAGE_CACHE: dict[tuple[str, int, str], _RunCoverage] = {}
 
 
-def _unit_coverage(
-    session: Session, run_id: int, grid_ids: list[int], incidents: pd.DataFrame
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Camera coverage of a unit's grids and which of its incidents no camera saw."""
+def _run_coverage(
+    session: Session, run_id: int, grid_ids: Sequence[int] | None = None
+) -> _RunCoverage:
+    """Return camera coverage for a run, computing it on first use in a process.
+
+    A full run measures every grid and builds every view once (a view near a township border
+    would otherwise be built for both townships) and keeps the result for its other
+    townships. An incremental run, which touches a few townships, measures just
+    ``grid_ids`` with the cameras near them and keeps nothing.
+    """
     from gridwatch.workers import countywide
     from gridwatch.workers.aggregate.coverage import (
+        ViewIndex,
         camera_counts,
         camera_views,
         grid_coverage,
-        points_outside_views,
     )
 
+    run = session.get(AggregationRun, run_id)
+    key = (
+        str(session.get_bind().engine.url),
+        run_id,
+        run.created_at.isoformat() if run is not None else "",
+    )
+    cached = _COVERAGE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    local = run is not None and run.scope == "incremental" and grid_ids is not None
+    if local:
+        assert grid_ids is not None
+        grid_ids = sorted(grid_ids)
+    else:
+        parents = select(Area.parent_id).where(Area.parent_id.is_not(None))
+        grid_ids = sorted(session.scalars(select(Area.id).where(Area.id.not_in(parents))))
     grids = countywide.GridGeometry.load(session, grid_ids)
-    if grids.frame.empty:
-        return np.ones(len(incidents), dtype=bool), []
-    minx, miny, maxx, maxy = grids.frame.total_bounds
-    m = CAMERA_MARGIN_DEG
     columns = [
         Camera.lon,
         Camera.lat,
@@ -343,68 +397,62 @@ def _unit_coverage(
         Camera.range_m,
         Camera.grid_id,
     ]
-    cameras = pd.DataFrame(
-        session.execute(
-            select(*columns).where(
-                Camera.lon.between(minx - m, maxx + m), Camera.lat.between(miny - m, maxy + m)
-            )
-        ).all(),
-        columns=[c.key for c in columns],
-    )
+    stmt = select(*columns)
+    if local and not grids.frame.empty:
+        minx, miny, maxx, maxy = grids.frame.total_bounds
+        m = CAMERA_MARGIN_DEG
+        stmt = stmt.where(
+            Camera.lon.between(minx - m, maxx + m), Camera.lat.between(miny - m, maxy + m)
+        )
+    cameras = read_frame(session, stmt, [c.key for c in columns])
     views = camera_views(cameras) if len(cameras) else np.array([], dtype=object)
-    coverage = grid_coverage(grids.frame, views)
-    in_unit = cameras[cameras["grid_id"].isin(grid_ids)] if len(cameras) else cameras
-    counts = camera_counts(in_unit, grid_ids=grid_ids)
+    table = pd.DataFrame(index=pd.Index(np.asarray(grid_ids, dtype=np.int64), name="area_id"))
+    for column in COVERAGE_ADDITIVE:
+        table[column] = 0.0 if column.endswith("_m2") else 0
+    table["blind_spot_wkb"] = pd.Series([None] * len(table), index=table.index, dtype=object)
+    if not grids.frame.empty:
+        coverage = grid_coverage(grids.frame, views)
+        table.loc[coverage.index, "area_m2"] = coverage["area_m2"].round(1)
+        table.loc[coverage.index, "covered_m2"] = coverage["covered_m2"].round(1)
+        table.loc[coverage.index, "blind_spot_wkb"] = pd.Series(
+            list(shapely.to_wkb(coverage["blind_spot"].to_numpy(), output_dimension=2)),
+            index=coverage.index,
+            dtype=object,
+        )
+    counts = camera_counts(cameras, grid_ids=grid_ids) if len(cameras) else pd.DataFrame()
+    for column in counts.columns:
+        if column in table.columns:
+            table[column] = counts[column].reindex(table.index).fillna(0).astype(np.int64)
+    table["grids_without_working_camera"] = (table["cameras_working"] == 0).astype(np.int64)
+    if not local:
+        _COVERAGE_CACHE.clear()  # one run at a time per process: keep only the newest
+    built = _RunCoverage(table, ViewIndex(views))
+    if not local:
+        _COVERAGE_CACHE[key] = built
+    return built
+
+
+def _unit_coverage(
+    session: Session, run_id: int, grid_ids: list[int], incidents: pd.DataFrame
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Camera coverage of a unit's grids and which of its incidents no camera saw.
+
+    Returns
+    -------
+    outside : numpy.ndarray
+        Per incident: seen by no working camera.
+    coverage : pandas.DataFrame
+        Per grid: ``area_id``, the :data:`COVERAGE_ADDITIVE` figures and ``blind_spot_wkb``
+        (the part of the grid no working camera sees).
+    """
+    run_coverage = _run_coverage(session, run_id, grid_ids)
     outside = (
-        points_outside_views(incidents["lon"].to_numpy(), incidents["lat"].to_numpy(), views)
+        run_coverage.views.outside(incidents["lon"].to_numpy(), incidents["lat"].to_numpy())
         if len(incidents)
         else np.zeros(0, dtype=bool)
     )
-    rows = []
-    for grid_id in grid_ids:
-        metrics: dict[str, Any] = {}
-        if grid_id in coverage.index:
-            metrics["area_m2"] = round(float(coverage.at[grid_id, "area_m2"]), 1)
-            metrics["covered_m2"] = round(float(coverage.at[grid_id, "covered_m2"]), 1)
-        if grid_id in counts.index:
-            metrics.update({c: int(counts.at[grid_id, c]) for c in counts.columns})
-        metrics["grids_without_working_camera"] = int(metrics.get("cameras_working", 0) == 0)
-        rows.append(
-            {
-                "run_id": run_id,
-                "area_id": grid_id,
-                "level": "grid",
-                "period_kind": CURRENT,
-                "period": CURRENT,
-                "incidents_total": 0,
-                "metrics": metrics,
-            }
-        )
-    return outside, rows
-
-
-def _raw_rows(run_id: int, counts: pd.DataFrame) -> list[dict[str, Any]]:
-    if counts.empty:
-        return []
-    value_columns = [c for c in counts.columns if c not in ("area_id", "period_kind", "period")]
-    values = counts[value_columns].to_numpy()
-    out = []
-    for i, (area_id, kind, period) in enumerate(
-        counts[["area_id", "period_kind", "period"]].itertuples(index=False)
-    ):
-        metrics = {c: int(v) for c, v in zip(value_columns, values[i], strict=True) if v}
-        out.append(
-            {
-                "run_id": run_id,
-                "area_id": int(area_id),
-                "level": "grid",
-                "period_kind": kind,
-                "period": period,
-                "incidents_total": int(metrics.get("incidents_total", 0)),
-                "metrics": metrics,
-            }
-        )
-    return out
+    frame = run_coverage.table.reindex(np.asarray(grid_ids, dtype=np.int64))
+    return outside, frame.rename_axis("area_id").reset_index()
 
 
 # -- finalising and publishing -------------------------------------------------------------
@@ -419,158 +467,15 @@ def _areas_frame(session: Session) -> pd.DataFrame:
     )
 
 
-def _grid_rows(session: Session, run_id: int) -> pd.DataFrame:
-    rows = session.execute(
-        select(
-            AreaMetric.area_id, AreaMetric.period_kind, AreaMetric.period, AreaMetric.metrics
-        ).where(
-            AreaMetric.run_id == run_id,
-            AreaMetric.level == "grid",
-            AreaMetric.period != CURRENT,
-        )
-    ).all()
-    if not rows:
-        return pd.DataFrame(columns=["area_id", "period_kind", "period", *ADDITIVE])
-    frame = pd.DataFrame([r.metrics for r in rows]).fillna(0)
-    frame.insert(0, "area_id", [r.area_id for r in rows])
-    frame.insert(1, "period_kind", [r.period_kind for r in rows])
-    frame.insert(2, "period", [r.period for r in rows])
-    for column in ADDITIVE:
-        if column not in frame:
-            frame[column] = 0
-    return frame
-
-
-def _shifted_labels(labels: pd.Series) -> tuple[dict[str, str | None], dict[str, str | None]]:
-    """Map each distinct period label to its previous period and the same period last year."""
-    previous: dict[str, str | None] = {}
-    last_year: dict[str, str | None] = {}
-    for label in labels.unique():
-        try:
-            period = parse_period(label)
-        except PeriodError:
-            previous[label] = last_year[label] = None
-            continue
-        previous[label] = period.previous().label
-        last_year[label] = period.same_period_last_year().label
-    return previous, last_year
-
-
-def _nullable(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
-
-
-def derive_metrics(
-    rows: pd.DataFrame, areas: pd.DataFrame, groups: dict[str, list[str]]
-) -> list[dict[str, Any]]:
-    """Turn additive rows into the published metric objects (ratios, groups, changes).
-
-    Parameters
-    ----------
-    rows : pandas.DataFrame
-        ``area_id, period_kind, period`` and additive columns, for every level.
-    areas : pandas.DataFrame
-        ``id, code, level, population``.
-    groups : dict
-        Category group → category codes (from the taxonomy).
-    """
-    if rows.empty:
-        return []
-    rows = rows.reset_index(drop=True)
-    area_ids = rows["area_id"].astype("int64").to_numpy()
-    level_of = dict(zip(areas["id"], areas["level"], strict=True))
-    population_of = dict(zip(areas["id"], areas["population"], strict=True))
-    population = np.array(
-        [population_of.get(a) if population_of.get(a) is not None else np.nan for a in area_ids],
-        dtype=float,
-    )
-    total = rows["incidents_total"].to_numpy(dtype=float)
-    previous_label, last_year_label = _shifted_labels(rows["period"])
-    key_total = pd.Series(
-        total, index=pd.MultiIndex.from_arrays([area_ids, rows["period_kind"], rows["period"]])
-    )
-
-    def lookup(shifted: dict[str, str | None]) -> np.ndarray:
-        labels = rows["period"].map(shifted)
-        index = pd.MultiIndex.from_arrays([area_ids, rows["period_kind"], labels])
-        return key_total.reindex(index).to_numpy(dtype=float)
-
-    previous = lookup(previous_label)
-    last_year = lookup(last_year_label)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_1000 = np.where(population > 0, 1000.0 * total / population, np.nan)
-        night = 100.0 * rows["incidents_night"].to_numpy(dtype=float) / total
-        solved = rows["incidents_solved"].to_numpy(dtype=float)
-        solved_rate = 100.0 * solved / total
-        not_notified = 100.0 * rows["solved_not_notified"].to_numpy(dtype=float) / solved
-        blind = 100.0 * rows["incidents_blind_spot"].to_numpy(dtype=float) / total
-        change_prev = np.where(previous > 0, 100.0 * (total - previous) / previous, np.nan)
-        change_year = np.where(last_year > 0, 100.0 * (total - last_year) / last_year, np.nan)
-    cat_columns = [c for c in rows.columns if c.startswith(CATEGORY_PREFIX)]
-    cat_codes = [c[len(CATEGORY_PREFIX) :] for c in cat_columns]
-    cats = rows[cat_columns].to_numpy(dtype=np.int64)
-    group_index = {
-        g: [i for i, code in enumerate(cat_codes) if code in set(codes)]
-        for g, codes in groups.items()
-    }
-    group_totals = {g: cats[:, idx].sum(axis=1) for g, idx in group_index.items()}
-    additive = {c: rows[c].to_numpy(dtype=np.int64) for c in ADDITIVE}
-    columns = {
-        "incidents_per_1000": _nullable(per_1000),
-        "night_share_pct": _nullable(night),
-        "solved_rate_pct": _nullable(solved_rate),
-        "not_notified_pct": _nullable(not_notified),
-        "blind_spot_incident_pct": _nullable(blind),
-        "change_prev_pct": _nullable(change_prev),
-        "change_last_year_pct": _nullable(change_year),
-    }
-    kinds = rows["period_kind"].to_numpy()
-    labels = rows["period"].to_numpy()
-    passthrough: dict[str, list[Any]] = {}
-    for name in PATROL_ADDITIVE:
-        values = rows[name].to_numpy(dtype=float) if name in rows else np.zeros(len(rows))
-        passthrough[name] = [round(float(v), 2) for v in values]
-    if "patrol_teams" in rows:
-        passthrough["patrol_teams"] = [
-            None if v != v else int(v) for v in rows["patrol_teams"].to_numpy(dtype=float)
-        ]
-    for name in HOTSPOT_COLUMNS:
-        if name in rows:
-            passthrough[name] = [
-                None if isinstance(v, float) and v != v else v for v in rows[name].tolist()
-            ]
-    out = []
-    for i in range(len(rows)):
-        nonzero = np.flatnonzero(cats[i])
-        metrics: dict[str, Any] = {c: int(additive[c][i]) for c in ADDITIVE}
-        metrics["incidents_by_category"] = {cat_codes[j]: int(cats[i, j]) for j in nonzero}
-        metrics["incidents_by_group"] = {g: int(v[i]) for g, v in group_totals.items()}
-        for name, derived in columns.items():
-            metrics[name] = derived[i]
-        metrics["incidents_prev"] = None if np.isnan(previous[i]) else int(previous[i])
-        for name in passthrough:
-            value = passthrough[name][i]
-            metrics[name] = None if value is None or value != value else value
-        out.append(
-            {
-                "area_id": int(area_ids[i]),
-                "level": str(level_of.get(int(area_ids[i]), "")),
-                "period_kind": kinds[i],
-                "period": labels[i],
-                "incidents_total": int(total[i]),
-                "metrics": metrics,
-            }
-        )
-    return out
-
-
 #: Patrol columns that add up across grids (distinct teams do not, so they stay per grid).
 PATROL_ADDITIVE = ("patrol_minutes", "patrol_night_minutes", "patrol_visits")
-HOTSPOT_COLUMNS = ("gi_star_z", "gi_star_p", "gi_star_q", "hotspot", "hotspot_class")
+HOTSPOT_COLUMNS = ("gi_star_z", "gi_star_p", "gi_star_q", "hotspot")
+#: Columns that describe one grid and do not add up the tree.
+PER_GRID_ONLY = ("patrol_teams", *HOTSPOT_COLUMNS)
 
 
-def _merge_rows(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
-    keys = ["area_id", "period_kind", "period"]
+def _merge(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    keys = ["area_id", "period"]
     if right.empty:
         return left
     if left.empty:
@@ -578,17 +483,88 @@ def _merge_rows(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     return left.merge(right, on=keys, how="outer")
 
 
-def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
-    """Add the county-wide steps, roll up, derive and publish a run; return its summary.
+def _as_str_period(frame: pd.DataFrame) -> pd.DataFrame:
+    if not frame.empty and frame["period"].dtype != object:
+        frame = frame.assign(period=frame["period"].astype(str).astype(object))
+    return frame
 
-    Everything is written and the run published in one transaction.
+
+def roll_up_levels(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Sum grid rows into each level above the grids.
+
+    Returns
+    -------
+    dict
+        Level → frame with ``area_id``, ``period`` and the summed numeric columns.
+    """
+    numeric = [
+        c
+        for c in grid_rows.columns
+        if c not in ("area_id", "period", *PER_GRID_ONLY)
+        and pd.api.types.is_numeric_dtype(grid_rows[c])
+    ]
+    upward = ancestors[ancestors["ancestor_id"] != ancestors["area_id"]]
+    out = {}
+    area_ids = grid_rows["area_id"].to_numpy()
+    for level, links in upward.groupby("ancestor_level"):
+        mapping = pd.Series(links["ancestor_id"].to_numpy(), index=links["area_id"].to_numpy())
+        ancestor = mapping.reindex(area_ids).to_numpy()
+        keep = ~pd.isna(ancestor)
+        if not keep.any():
+            continue
+        frame = grid_rows.loc[keep, ["period", *numeric]].assign(
+            area_id=ancestor[keep].astype(np.int64)
+        )
+        summed = frame.groupby(["area_id", "period"], sort=True, observed=True)[numeric].sum()
+        out[str(level)] = summed.reset_index()
+    return out
+
+
+def _changed_periods(
+    session: Session, base_run: int, run_id: int, units: list[str], kinds: Sequence[str]
+) -> dict[str, set[str]]:
+    """Return, per kind, the periods whose counts differ between two runs' versions of units."""
+    old = blocks.read_parts(session, base_run, "counts", units)
+    new = blocks.read_parts(session, run_id, "counts", units)
+    changed: dict[str, set[str]] = {kind: set() for kind in kinds}
+    if old.empty and new.empty:
+        return changed
+    columns = sorted(set(old.columns) | set(new.columns))
+    old = old.reindex(columns=columns).fillna(0)
+    new = new.reindex(columns=columns).fillna(0)
+    both = old.merge(new, how="outer", indicator=True)
+    differ = both.loc[both["_merge"] != "both", ["period_kind", "period"]]
+    for kind, period in differ.itertuples(index=False):
+        changed.setdefault(str(kind), set()).add(str(period))
+    return changed
+
+
+def _patrol_changed_since(session: Session, moment: datetime) -> bool:
+    """Return whether patrol data (pings, tracks or teams) was imported after ``moment``."""
+    return bool(
+        session.scalar(
+            select(func.count())
+            .select_from(ImportBatch)
+            .where(
+                ImportBatch.kind.in_(("patrols", "teams")),
+                ImportBatch.finished_at >= moment,
+            )
+        )
+    )
+
+
+def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
+    """Add the county-wide steps, roll up and publish a run; return its summary.
+
+    Everything is written and the run published in one transaction. An incremental run
+    rewrites only the blocks of periods whose counts changed and copies the rest from the
+    run it builds on.
     """
     from gridwatch.workers import countywide
 
-    taxonomy = load_taxonomy(settings.categories_file)
-    groups = {g: taxonomy.in_group(g) for g in taxonomy.groups}
     tz = settings.timezone
     today = countywide.local_today(tz)
+    now = datetime.now(UTC)
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
         if run is None:
@@ -602,224 +578,224 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         )
         if pending:
             raise RunNotReady(f"run {run_id}: {pending} townships are not computed yet")
-        if run.scope == "incremental" and run.based_on_run_id is not None:
-            _copy_unchanged_grids(session, run)
+        clock = _PhaseClock()
         kinds = tuple(run.period_kinds)
+        base = run.based_on_run_id if run.scope == "incremental" else None
+        own_units = sorted(blocks.part_units(session, run_id) - {blocks.COUNTY_UNIT})
+        base_run = session.get(AggregationRun, base) if base is not None else None
+        if base is not None:
+            inherited = blocks.part_units(session, base) - set(own_units) - {blocks.COUNTY_UNIT}
+            blocks.copy_parts(session, base, run_id, sorted(inherited))
         areas = _areas_frame(session)
         ancestors = ancestors_table(areas[["id", "parent_id", "level"]])
         parents = set(areas["parent_id"].dropna().astype(int))
         grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
         grids = countywide.GridGeometry.load(session, grid_ids)
+        clock.lap("finalize: load areas and grids")
 
-        grid_rows = _grid_rows(session, run_id)
-        patrol, teams, since = countywide.patrol_rows(session, tz, kinds, datetime.now(UTC))
-        grid_rows = _merge_rows(grid_rows, patrol)
-        hotspots = countywide.hotspot_rows(grid_rows.fillna(0), grids, kinds, today)
-        grid_rows = _merge_rows(grid_rows, hotspots)
-        numeric = [
-            c
-            for c in grid_rows.columns
-            if c not in ("area_id", "period_kind", "period", *HOTSPOT_COLUMNS, "patrol_teams")
-        ]
-        grid_rows[numeric] = grid_rows[numeric].fillna(0)
-        # Gi* and distinct teams are per grid: they do not add up the tree.
-        per_grid_only = ["patrol_teams", *HOTSPOT_COLUMNS]
-        upper = roll_up(grid_rows.drop(columns=per_grid_only, errors="ignore"), ancestors)
-        every = pd.concat([grid_rows, upper], ignore_index=True)
-        for column in numeric:
-            every[column] = every[column].fillna(0)
-        final = derive_metrics(every, areas, groups)
+        # Patrol dosage: recomputed unless an incremental run follows no new patrol data.
+        fresh_patrol = base_run is None or _patrol_changed_since(
+            session, base_run.created_at - timedelta(seconds=1)
+        )
+        if fresh_patrol:
+            patrol, teams, last_visit = countywide.patrol_frames(session, tz, kinds, now)
+            blocks.write_parts(
+                session,
+                run_id,
+                blocks.COUNTY_UNIT,
+                {**{f"patrol:{k}": f for k, f in patrol.items()}, "last_visit": last_visit},
+            )
+        else:
+            assert base is not None and base_run is not None
+            blocks.copy_parts(session, base, run_id, [blocks.COUNTY_UNIT])
+            patrol = {kind: blocks.read_parts(session, run_id, f"patrol:{kind}") for kind in kinds}
+            last_visit = blocks.read_parts(session, run_id, "last_visit")
+            teams = dict(base_run.extras.get("teams", {}))
+        changed = (
+            None
+            if base is None or fresh_patrol
+            else _changed_periods(session, base, run_id, own_units, kinds)
+        )
+        clock.lap("finalize: patrol dosage")
 
-        daily = countywide.daily_matrix(session, grids.frame.index.tolist(), tz, today)
+        written: set[tuple[str, str]] = set()
+        classes: dict[str, pd.Series] = {}
+        counts_by_kind: dict[str, pd.DataFrame] = {}
+        rows_written = 0
+        all_counts = blocks.read_parts(session, run_id, "counts")
+        by_kind = (
+            {str(k): f.drop(columns="period_kind") for k, f in all_counts.groupby("period_kind")}
+            if not all_counts.empty
+            else {}
+        )
+        clock.lap("finalize: read township parts")
+        for kind in kinds:
+            counts = by_kind.get(kind, pd.DataFrame(columns=["area_id", "period"]))
+            counts_by_kind[kind] = counts
+            hot, classes[kind] = countywide.hotspot_frame(
+                counts, grids, kind, today, None if changed is None else changed[kind]
+            )
+            grid_rows = _merge(counts, _as_str_period(patrol.get(kind, pd.DataFrame())))
+            if changed is not None:
+                grid_rows = grid_rows[grid_rows["period"].isin(changed[kind])]
+            if grid_rows.empty:
+                continue
+            grid_rows = _merge(grid_rows, hot)
+            numeric = [
+                c for c in grid_rows.columns if c not in ("area_id", "period", *PER_GRID_ONLY)
+            ]
+            grid_rows[numeric] = grid_rows[numeric].fillna(0)
+            levels = {"grid": grid_rows, **roll_up_levels(grid_rows, ancestors)}
+            for level, frame in levels.items():
+                block_rows = list(blocks.block_rows(run_id, level, kind, frame))
+                rows_written += blocks.write_blocks(session, block_rows)
+                written.update((level, r["period"]) for r in block_rows)
+            clock.lap(f"finalize: {kind}: Gi*, roll-up, blocks")
+
+        daily = _daily_counts(session, run, counts_by_kind.get("day"), grids, tz, today)
         forecasts, scorecard = countywide.forecast_rows(
             daily, grids, today, countywide.neighbours_of(grids)
         )
-        coverage = _grid_current(session, run_id)
-        final.extend(
-            _current_rows(
-                areas, ancestors, forecasts, coverage, since, teams, scorecard["targets"]
+        clock.lap("finalize: forecasts and back-test")
+        coverage = blocks.read_parts(session, run_id, "coverage")
+        current = _current_frames(areas, ancestors, forecasts, coverage, last_visit, classes)
+        for level, frame in current.items():
+            rows_written += blocks.write_blocks(
+                session, blocks.block_rows(run_id, level, CURRENT, frame.assign(period=CURRENT))
             )
-        )
-
-        session.execute(delete(AreaMetric).where(AreaMetric.run_id == run_id))
-        for start in range(0, len(final), 5000):
-            session.execute(
-                insert(METRICS_TABLE),
-                [{**r, "run_id": run_id} for r in final[start : start + 5000]],
-            )
-        now = datetime.now(UTC)
-        run.rows_written = len(final)
+            written.add((level, CURRENT))
+        clock.lap("finalize: current state blocks")
+        kde = countywide.density_part(session, grids, tz, today)
+        if kde is not None:
+            blocks.write_parts(session, run_id, blocks.COUNTY_UNIT, {"density": kde})
+        clock.lap("finalize: density surface")
+        if base is not None:
+            blocks.copy_blocks(session, base, run_id, skip=written)
+            clock.lap("finalize: copy unchanged blocks")
+        run.rows_written = rows_written
         run.scorecard = scorecard
+        taxonomy = load_taxonomy(settings.categories_file)
+        run.extras = {
+            "teams": teams,
+            "groups": {g: taxonomy.in_group(g) for g in taxonomy.groups},
+            "blocks_rewritten": len(written),
+            "timings": {**run.extras.get("timings", {}), **clock.laps},
+        }
         run.status = "done"
-        run.finished_at = now
-        run.published_at = now
+        run.finished_at = datetime.now(UTC)
+        run.published_at = run.finished_at
         summary = run_summary(run)
     prune_old_runs(engine)
     return summary
 
 
-def _grid_current(session: Session, run_id: int) -> pd.DataFrame:
-    """Return the camera figures the township tasks stored on each grid's current row."""
-    rows = session.execute(
-        select(AreaMetric.area_id, AreaMetric.metrics).where(
-            AreaMetric.run_id == run_id,
-            AreaMetric.level == "grid",
-            AreaMetric.period == CURRENT,
-        )
-    ).all()
-    frame = pd.DataFrame([{**r.metrics, "area_id": r.area_id} for r in rows])
+class _PhaseClock:
+    """Seconds spent in each phase of a run (kept in the run's extras, shown by the bench)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def _daily_counts(
+    session: Session,
+    run: AggregationRun,
+    days: pd.DataFrame | None,
+    grids: Any,
+    tz: ZoneInfo,
+    today: date,
+) -> pd.DataFrame:
+    """Count reported incidents per grid and local day before today, for the forecasts.
+
+    Taken from the run's own day counts when it has them for all dates, else read afresh.
+    """
+    from gridwatch.workers import countywide
+
+    ids = grids.frame.index.tolist()
+    if days is None or run.date_from or run.date_to:
+        return countywide.daily_matrix(session, ids, tz, today)
+    if days.empty:
+        return pd.DataFrame(index=ids)
+    day = pd.to_datetime(days["period"]).dt.date
+    frame = days.assign(day=day)
+    frame = frame[(frame["day"] < today) & (frame["incidents_reported"] > 0)]
     if frame.empty:
-        return pd.DataFrame(columns=["area_id", *COVERAGE_ADDITIVE]).set_index("area_id")
-    for column in COVERAGE_ADDITIVE:
-        if column not in frame:
-            frame[column] = 0
-    return frame.set_index("area_id")[list(COVERAGE_ADDITIVE)].fillna(0)
+        return pd.DataFrame(index=ids)
+    matrix = frame.pivot_table(
+        index="area_id", columns="day", values="incidents_reported", aggfunc="sum"
+    )
+    span = pd.date_range(min(matrix.columns), today - timedelta(days=1)).date
+    return matrix.reindex(index=ids, columns=list(span)).fillna(0).astype(float)
 
 
-def _current_rows(
+def _current_frames(
     areas: pd.DataFrame,
     ancestors: pd.DataFrame,
     forecasts: pd.DataFrame,
     coverage: pd.DataFrame,
-    since: pd.Series,
-    teams: dict[str, Any],
-    targets: dict[str, str],
-) -> list[dict[str, Any]]:
-    """Build the rows with no period: forecasts, camera figures and team activity.
+    last_visit: pd.DataFrame,
+    classes: dict[str, pd.Series],
+) -> dict[str, pd.DataFrame]:
+    """Build the ``current`` block of every level: camera figures, forecasts, last visits.
 
-    Forecasts and camera counts are summed up the tree, coverage is area-weighted, and the
-    team activity goes on the top areas.
+    Forecasts and camera counts are summed up the tree; the last visit to an area is the
+    latest visit to any of its grids; emerging hot-spot classes belong to grids only.
     """
-    level_of = dict(zip(areas["id"], areas["level"], strict=True))
-    rows: dict[int, dict[str, Any]] = {}
-    per_grid = forecasts.join(coverage, how="outer") if not coverage.empty else forecasts
-    if not per_grid.empty:
-        joined = (
-            per_grid.rename_axis("area_id")
-            .reset_index()
-            .merge(ancestors[["area_id", "ancestor_id"]], on="area_id")
-        )
-        summed = joined.drop(columns=["area_id"]).groupby("ancestor_id").sum()
-        for area_id, values in summed.iterrows():
-            rows[int(cast(int, area_id))] = {
-                str(k): round(float(v), 3) for k, v in values.items() if pd.notna(v)
-            }
-    for metrics in rows.values():
-        for name in COVERAGE_ADDITIVE:
-            if name.startswith(("cameras_", "grids_")) and name in metrics:
-                metrics[name] = int(metrics[name])
-        area, covered = metrics.get("area_m2"), metrics.get("covered_m2")
-        metrics["camera_coverage_pct"] = (
-            round(100.0 * covered / area, 3) if area and covered is not None else None
-        )
-    if len(since):
-        # hours since any team was last in the area: the most recent visit to any of its grids
-        visits = (
-            since.rename("hours")
-            .rename_axis("area_id")
-            .reset_index()
-            .merge(ancestors[["area_id", "ancestor_id"]], on="area_id")
-            .groupby("ancestor_id")["hours"]
-            .min()
-        )
-        for area_id, hours in visits.items():
-            rows.setdefault(int(cast(int, area_id)), {})["hours_since_last_visit"] = round(
-                float(hours), 2
-            )
-    top = [int(a) for a, p in zip(areas["id"], areas["parent_id"], strict=True) if pd.isna(p)]
-    for area_id in top:
-        rows.setdefault(area_id, {})["patrol_teams_activity"] = teams
-    return [
-        {
-            "area_id": area_id,
-            "level": str(level_of[area_id]),
-            "period_kind": CURRENT,
-            "period": CURRENT,
-            "incidents_total": 0,
-            "metrics": {**metrics, "forecast_targets": targets},
-        }
-        for area_id, metrics in rows.items()
-    ]
-
-
-def _copy_unchanged_grids(session: Session, run: AggregationRun) -> None:
-    changed = set(run.area_ids)
-    source = session.execute(
-        select(
-            AreaMetric.area_id,
-            AreaMetric.level,
-            AreaMetric.period_kind,
-            AreaMetric.period,
-            AreaMetric.incidents_total,
-            AreaMetric.metrics,
-        ).where(
-            AreaMetric.run_id == run.based_on_run_id,
-            AreaMetric.level == "grid",
-            AreaMetric.period != CURRENT,
-        )
-    ).all()
-    rows = []
-    for r in session.execute(
-        select(AreaMetric.area_id, AreaMetric.metrics).where(
-            AreaMetric.run_id == run.based_on_run_id,
-            AreaMetric.level == "grid",
-            AreaMetric.period == CURRENT,
-        )
-    ):
-        if r.area_id in changed:
-            continue
-        kept = {k: v for k, v in r.metrics.items() if k in COVERAGE_ADDITIVE}
-        rows.append(
-            {
-                "run_id": run.id,
-                "area_id": r.area_id,
-                "level": "grid",
-                "period_kind": CURRENT,
-                "period": CURRENT,
-                "incidents_total": 0,
-                "metrics": kept,
-            }
-        )
-    for r in source:
-        if r.area_id in changed:
-            continue
-        # Published grid rows carry derived fields; keep only the additive inputs.
-        raw = {k: v for k, v in r.metrics.items() if k in ADDITIVE}
-        raw.update(
-            {f"{CATEGORY_PREFIX}{c}": n for c, n in r.metrics["incidents_by_category"].items()}
-        )
-        rows.append(
-            {
-                "run_id": run.id,
-                "area_id": r.area_id,
-                "level": "grid",
-                "period_kind": r.period_kind,
-                "period": r.period,
-                "incidents_total": r.incidents_total,
-                "metrics": raw,
-            }
-        )
-    for start in range(0, len(rows), 5000):
-        session.execute(insert(METRICS_TABLE), rows[start : start + 5000])
+    per_grid = forecasts.copy()
+    per_grid.index = per_grid.index.astype(np.int64)
+    if not coverage.empty:
+        cov = coverage.set_index("area_id")[list(COVERAGE_ADDITIVE)]
+        per_grid = per_grid.join(cov, how="outer")
+    if not last_visit.empty:
+        per_grid = per_grid.join(last_visit.set_index("area_id")["last_visit_s"], how="outer")
+    per_grid = per_grid.rename_axis("area_id").reset_index()
+    joined = per_grid.merge(ancestors, on="area_id")
+    summed_columns = [c for c in per_grid.columns if c not in ("area_id", "last_visit_s")]
+    out = {}
+    for level, frame in joined.groupby("ancestor_level"):
+        grouped = frame.groupby("ancestor_id")
+        result = grouped[summed_columns].sum(min_count=1)
+        if "last_visit_s" in frame:
+            result["last_visit_s"] = grouped["last_visit_s"].max()
+        result = result.rename_axis("area_id").reset_index()
+        if str(level) == "grid":
+            for kind, series in classes.items():
+                result[f"hotspot_class_{kind}"] = (
+                    result["area_id"].map(series).astype(object).where(lambda s: s.notna(), None)
+                )
+        out[str(level)] = result
+    return out
 
 
 def prune_old_runs(engine: Engine, keep: int = KEEP_PUBLISHED_RUNS) -> None:
-    """Delete metrics of published runs older than the newest ``keep`` and of failed runs."""
+    """Delete blocks and parts of published runs older than the newest ``keep`` and of failed runs.
+
+    The newest published run keeps its parts (an incremental run builds on them); older
+    published runs keep only their blocks.
+    """
     with session_scope(engine) as session:
         published = session.scalars(
             select(AggregationRun.id)
             .where(AggregationRun.status == "done")
             .order_by(AggregationRun.id.desc())
         ).all()
-        stale = published[keep:]
-        failed = session.scalars(
-            select(AggregationRun.id).where(AggregationRun.status == "failed")
-        ).all()
+        stale = list(published[keep:])
+        failed = list(
+            session.scalars(select(AggregationRun.id).where(AggregationRun.status == "failed"))
+        )
         doomed = [*stale, *failed]
         for start in range(0, len(doomed), 500):
-            session.execute(
-                delete(AreaMetric).where(AreaMetric.run_id.in_(doomed[start : start + 500]))
-            )
+            chunk = doomed[start : start + 500]
+            session.execute(delete(MetricBlock).where(MetricBlock.run_id.in_(chunk)))
+        old_parts = [*published[1:], *failed]
+        for start in range(0, len(old_parts), 500):
+            chunk = old_parts[start : start + 500]
+            session.execute(delete(RunPart).where(RunPart.run_id.in_(chunk)))
 
 
 def run_summary(run: AggregationRun) -> dict[str, Any]:
@@ -839,6 +815,7 @@ def run_summary(run: AggregationRun) -> dict[str, Any]:
         "started_at": _iso_utc(run.started_at),
         "finished_at": _iso_utc(run.finished_at),
         "errors": list(run.errors),
+        "timings": dict((run.extras or {}).get("timings", {})),
     }
 
 
@@ -872,8 +849,16 @@ def run_eager(engine: Engine, settings: Settings, request: RunRequest) -> dict[s
     try:
         units = plan_units(engine, run_id)
         start_run(engine, run_id, units, None)
+        started = perf_counter()
         for unit in units:
             compute_unit(engine, settings, run_id, unit.grid_ids, unit.label)
+        with session_scope(engine) as session:
+            run = session.get(AggregationRun, run_id)
+            assert run is not None
+            run.extras = {
+                **run.extras,
+                "timings": {"townships (counts, coverage)": round(perf_counter() - started, 3)},
+            }
         return finalize_run(engine, settings, run_id)
     except Exception as exc:
         mark_failed(engine, run_id, f"{type(exc).__name__}: {exc}")
@@ -883,15 +868,154 @@ def run_eager(engine: Engine, settings: Settings, request: RunRequest) -> dict[s
 # -- reading published metrics -------------------------------------------------------------
 
 
+def _column(
+    frame: pd.DataFrame | None, name: str, index: pd.Index, fill: float = 0.0
+) -> np.ndarray:
+    """Return ``frame[name]`` aligned to ``index`` as floats (``fill`` where absent)."""
+    if frame is None or name not in frame.columns:
+        return np.full(len(index), fill, dtype=float)
+    return frame[name].reindex(index).to_numpy(dtype=float, na_value=fill)
+
+
+def _optional(frame: pd.DataFrame | None, name: str, index: pd.Index) -> list[Any]:
+    """Return ``frame[name]`` aligned to ``index`` as Python values, ``None`` where absent."""
+    if frame is None or name not in frame.columns:
+        return [None] * len(index)
+    values = frame[name].reindex(index).astype(object)
+    return [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
+
+
+def _nullable(values: np.ndarray, digits: int = 4) -> list[float | None]:
+    return [None if not np.isfinite(v) else round(float(v), digits) for v in values]
+
+
+def derive_metrics(
+    block: pd.DataFrame | None,
+    previous: pd.DataFrame | None,
+    last_year: pd.DataFrame | None,
+    current: pd.DataFrame | None,
+    areas: pd.DataFrame,
+    kind: str,
+    groups: dict[str, list[str]],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Turn a period's block into the published metric objects, one per area of ``areas``.
+
+    Ratios, category groups and changes against the previous period and the same period
+    last year are derived here, from the additive columns, when a period is read.
+
+    Parameters
+    ----------
+    block, previous, last_year : pandas.DataFrame or None
+        The blocks (indexed by area id) of the period, the one before it and the same period a
+        year earlier; ``None`` when the run has no such block.
+    current : pandas.DataFrame or None
+        The run's ``current`` block of the level (cameras, forecasts, last visits, classes).
+    areas : pandas.DataFrame
+        ``id`` and ``population`` of the areas to return, in order.
+    kind : str
+        The period kind (selects the forecast and emerging class).
+    groups : dict
+        Category group → category codes.
+    now : datetime.datetime
+        The instant "hours since the last visit" is measured to.
+    """
+    index = pd.Index(areas["id"].astype(np.int64))
+    total = _column(block, "incidents_total", index)
+    population = areas["population"].to_numpy(dtype=float, na_value=np.nan)
+    prev_total = _column(
+        previous, "incidents_total", index, fill=0.0 if previous is not None else np.nan
+    )
+    year_total = _column(
+        last_year, "incidents_total", index, fill=0.0 if last_year is not None else np.nan
+    )
+    additive = {c: _column(block, c, index) for c in ADDITIVE}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_1000 = np.where(population > 0, 1000.0 * total / population, np.nan)
+        night = 100.0 * additive["incidents_night"] / total
+        solved = additive["incidents_solved"]
+        derived = {
+            "incidents_per_1000": per_1000,
+            "night_share_pct": night,
+            "solved_rate_pct": 100.0 * solved / total,
+            "not_notified_pct": 100.0 * additive["solved_not_notified"] / solved,
+            "blind_spot_incident_pct": 100.0 * additive["incidents_blind_spot"] / total,
+            "change_prev_pct": np.where(
+                prev_total > 0, 100.0 * (total - prev_total) / prev_total, np.nan
+            ),
+            "change_last_year_pct": np.where(
+                year_total > 0, 100.0 * (total - year_total) / year_total, np.nan
+            ),
+        }
+    cat_columns = (
+        [c for c in block.columns if c.startswith(CATEGORY_PREFIX)] if block is not None else []
+    )
+    codes = [c[len(CATEGORY_PREFIX) :] for c in cat_columns]
+    cats = (
+        block[cat_columns].reindex(index).fillna(0).to_numpy(dtype=np.int64)
+        if cat_columns and block is not None
+        else np.zeros((len(index), 0), dtype=np.int64)
+    )
+    group_totals = {
+        g: cats[:, [i for i, c in enumerate(codes) if c in set(members)]].sum(axis=1)
+        for g, members in groups.items()
+    }
+    patrol = {c: _column(block, c, index) for c in PATROL_ADDITIVE}
+    per_grid = {c: _optional(block, c, index) for c in PER_GRID_ONLY}
+    hotspot_class = _optional(current, f"hotspot_class_{kind}", index)
+    forecast = _optional(current, f"forecast_next_{kind}", index)
+    area_m2 = _column(current, "area_m2", index, fill=np.nan)
+    covered = _column(current, "covered_m2", index, fill=np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coverage_pct = np.where(area_m2 > 0, 100.0 * covered / area_m2, np.nan)
+    cameras = {
+        c: _optional(current, c, index)
+        for c in ("cameras_working", "cameras_total", "grids_without_working_camera")
+    }
+    last_visit = _column(current, "last_visit_s", index, fill=np.nan)
+    hours = (now.timestamp() - last_visit) / 3600.0
+    columns = {name: _nullable(values) for name, values in derived.items()}
+    out = []
+    for i in range(len(index)):
+        nonzero = np.flatnonzero(cats[i])
+        metrics: dict[str, Any] = {c: int(additive[c][i]) for c in ADDITIVE}
+        metrics["incidents_by_category"] = {codes[j]: int(cats[i, j]) for j in nonzero}
+        metrics["incidents_by_group"] = {g: int(v[i]) for g, v in group_totals.items()}
+        for name, values in columns.items():
+            metrics[name] = values[i]
+        metrics["incidents_prev"] = None if np.isnan(prev_total[i]) else int(prev_total[i])
+        for name, dosage in patrol.items():
+            metrics[name] = round(float(dosage[i]), 2)
+        teams = per_grid["patrol_teams"][i]
+        metrics["patrol_teams"] = None if teams is None else int(teams)
+        for name in HOTSPOT_COLUMNS:
+            value = per_grid[name][i]
+            metrics[name] = float(value) if isinstance(value, np.floating) else value
+        metrics["hotspot_class"] = hotspot_class[i]
+        metrics["forecast_next"] = None if forecast[i] is None else round(float(forecast[i]), 3)
+        metrics["camera_coverage_pct"] = (
+            None if not np.isfinite(coverage_pct[i]) else round(float(coverage_pct[i]), 3)
+        )
+        for name, counts in cameras.items():
+            metrics[name] = None if counts[i] is None else int(counts[i])
+        metrics["hours_since_last_visit"] = (
+            None if not np.isfinite(hours[i]) else round(float(hours[i]), 2)
+        )
+        out.append(metrics)
+    return out
+
+
 def read_metrics(
     engine: Engine, level: str, period: str, area_code: str | None = None
 ) -> list[dict[str, Any]]:
     """Return the published metrics of every area of ``level`` for ``period``.
 
-    Areas without any row in the period get zero counts, so the list is complete. With
+    Areas without data in the period get zero counts, so the list is complete. With
     ``area_code``, only that area (or, if it is above ``level``, its descendants at ``level``).
     """
-    label = parse_period(period).label
+    target = parse_period(period)
+    label = target.label
+    now = datetime.now(UTC)
     with session_scope(engine) as session:
         run_id = latest_published_run_id(session)
         areas = _areas_frame(session)
@@ -905,43 +1029,24 @@ def read_metrics(
             )
             areas = areas[areas["id"].isin(inside)]
         areas = areas[areas["level"] == level].sort_values("code")
-        stored: dict[int, dict[str, Any]] = {}
-        current: dict[int, dict[str, Any]] = {}
+        block = previous = last_year = current = None
+        groups: dict[str, list[str]] = {}
+        targets: dict[str, str] = {}
         if run_id is not None:
-            for area_id, metrics in session.execute(
-                select(AreaMetric.area_id, AreaMetric.metrics).where(
-                    AreaMetric.run_id == run_id,
-                    AreaMetric.level == level,
-                    AreaMetric.period == CURRENT,
-                )
-            ):
-                current[area_id] = metrics
-            for area_id, metrics in session.execute(
-                select(AreaMetric.area_id, AreaMetric.metrics).where(
-                    AreaMetric.run_id == run_id,
-                    AreaMetric.level == level,
-                    AreaMetric.period == label,
-                )
-            ):
-                stored[area_id] = metrics
-        codes = dict(zip(areas["id"], areas["code"], strict=True))
+            block = blocks.read_block(session, run_id, level, label)
+            previous = blocks.read_block(session, run_id, level, target.previous().label)
+            last_year = blocks.read_block(
+                session, run_id, level, target.same_period_last_year().label
+            )
+            current = blocks.read_block(session, run_id, level, CURRENT)
+            run = session.get(AggregationRun, run_id)
+            assert run is not None
+            groups = dict(run.extras.get("groups", {}))
+            targets = dict(run.scorecard.get("targets", {}))
         parent_codes = _parent_codes(session)
-    kind = parse_period(label).kind
+    metrics = derive_metrics(block, previous, last_year, current, areas, target.kind, groups, now)
     out = []
-    for area_id, code in codes.items():
-        metrics = stored.get(int(area_id)) or _empty_metrics()
-        now = current.get(int(area_id), {})
-        targets = now.get("forecast_targets", {})
-        metrics = {
-            **metrics,
-            "forecast_next": now.get(f"forecast_next_{kind}"),
-            "forecast_next_period": targets.get(kind),
-            "camera_coverage_pct": now.get("camera_coverage_pct"),
-            "cameras_working": now.get("cameras_working"),
-            "cameras_total": now.get("cameras_total"),
-            "grids_without_working_camera": now.get("grids_without_working_camera"),
-            "hours_since_last_visit": now.get("hours_since_last_visit"),
-        }
+    for area_id, code, values in zip(areas["id"], areas["code"], metrics, strict=True):
         out.append(
             {
                 "area_code": code,
@@ -949,8 +1054,9 @@ def read_metrics(
                 "level": level,
                 "period": label,
                 "run_id": run_id,
-                "incidents_total": metrics.get("incidents_total", 0),
-                **{k: v for k, v in metrics.items() if k != "incidents_total"},
+                "incidents_total": values.pop("incidents_total"),
+                **values,
+                "forecast_next_period": targets.get(target.kind),
             }
         )
     return out
@@ -966,22 +1072,39 @@ def _parent_codes(session: Session) -> dict[int, str]:
     }
 
 
-def _empty_metrics() -> dict[str, Any]:
-    return {
-        **{c: 0 for c in ADDITIVE},
-        "incidents_by_category": {},
-        "incidents_by_group": {},
-        "incidents_per_1000": None,
-        "night_share_pct": None,
-        "solved_rate_pct": None,
-        "not_notified_pct": None,
-        "blind_spot_incident_pct": None,
-        "change_prev_pct": None,
-        "change_last_year_pct": None,
-        "incidents_prev": None,
-        **{name: 0.0 for name in PATROL_ADDITIVE},
-        **{name: None for name in HOTSPOT_COLUMNS},
-    }
+def team_activity(engine: Engine) -> dict[str, Any]:
+    """Return the patrol teams' activity summary of the newest published run."""
+    with session_scope(engine) as session:
+        run_id = latest_published_run_id(session)
+        run = session.get(AggregationRun, run_id) if run_id is not None else None
+        return dict(run.extras.get("teams", {})) if run is not None else {}
+
+
+def read_layer(engine: Engine, name: str) -> pd.DataFrame:
+    """Return a map layer of the newest published run.
+
+    ``blind_spots`` gives ``area_id`` and ``geometry`` (shapely, WGS84) of the part of each
+    grid that no working camera sees; ``density`` the kernel-density raster (see
+    :func:`gridwatch.workers.countywide.density_part`). Empty before the first run.
+    """
+    with session_scope(engine) as session:
+        run_id = latest_published_run_id(session)
+        if run_id is None:
+            return pd.DataFrame()
+        if name == "blind_spots":
+            coverage = blocks.read_parts(session, run_id, "coverage")
+            if coverage.empty:
+                return pd.DataFrame(columns=["area_id", "geometry"])
+            frame = coverage[coverage["blind_spot_wkb"].notna()]
+            return pd.DataFrame(
+                {
+                    "area_id": frame["area_id"].to_numpy(dtype=np.int64),
+                    "geometry": shapely.from_wkb(frame["blind_spot_wkb"].to_numpy()),
+                }
+            )
+        if name == "density":
+            return blocks.read_parts(session, run_id, "density")
+        raise RunError(f"no layer {name!r}")
 
 
 def mark_dirty(engine: Engine, grid_ids: set[int]) -> None:

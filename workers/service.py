@@ -77,15 +77,27 @@ def start_aggregation(
     raise RunError(f"run {run_id} did not finish within {timeout_s:.0f} s (still running?)")
 
 
-def refresh_after_import(settings: Settings, engine: Engine, grid_ids: set[int]) -> dict[str, Any]:
-    """Mark changed grids and, once a run has been published, refresh just those grids."""
+#: Import kinds whose changes reach beyond the grids they touch (a camera's view crosses
+#: township borders, new boundaries move everything): they refresh everything.
+FULL_REFRESH_KINDS = frozenset({"cameras", "grids"})
+
+
+def refresh_after_import(
+    settings: Settings, engine: Engine, grid_ids: set[int], kind: str = "incidents"
+) -> dict[str, Any]:
+    """Mark changed grids and, once a run has been published, refresh them.
+
+    Incidents and patrols refresh just the townships of the changed grids; cameras and
+    grids start a full run.
+    """
     mark_dirty(engine, grid_ids)
     with session_scope(engine) as session:
         published = latest_published_run_id(session)
     if published is None:
         return {"status": "skipped", "reason": "no published run yet; run `gridwatch aggregate`"}
     try:
-        return start_aggregation(settings, engine, RunRequest(trigger="import"))
+        request = RunRequest(trigger="import", full=kind in FULL_REFRESH_KINDS)
+        return start_aggregation(settings, engine, request)
     except RunError as exc:
         # Another run is busy: the grids stay marked and the next run picks them up.
         return {"status": "deferred", "reason": str(exc)}

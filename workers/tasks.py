@@ -169,3 +169,13 @@ def nightly() -> dict[str, Any]:
     run_id = runs.create_run(engine, runs.RunRequest(trigger="beat", full=True), mode="worker")
     orchestrate_run.apply_async(args=[run_id])
     return runs.get_run(engine, run_id)
+
+
+@shared_task(name="report.daily", acks_late=True)
+def daily_report() -> dict[str, Any]:
+    """Beat, 06:00 local: build yesterday's situation summary from the published run."""
+    from gridwatch.workers.situation import build_daily_situation
+
+    settings, engine = _context()
+    report = build_daily_situation(engine, settings)
+    return {"day": report["day"], "run_id": report["run_id"], "areas": len(report["areas"])}

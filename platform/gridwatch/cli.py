@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -183,12 +184,34 @@ def export_gpkg_command(ctx: click.Context, out_path: Path, period: str | None) 
         )
     finally:
         progress.close()
+    _audit_cli(engine, "export", str(out_path), {"format": "gpkg", "layers": counts})
     click.echo(f"wrote {out_path} (EPSG:4326)")
     if area_metrics:
         click.echo(f"  areas carry the published metrics of {label}")
     width = max(len(layer) for layer in counts)
     for layer, n in counts.items():
         click.echo(f"  {layer:<{width}}  {n:>12,}")
+
+
+def _audit_cli(engine: Any, action: Any, target: str, detail: dict[str, Any]) -> None:
+    """Record an import or export made from the command line in the audit log."""
+    import getpass
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gridwatch.accounts import audit
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        who = "?"
+    try:
+        audit(engine, action, username=f"cli:{who}", target=target, detail=detail)
+    except SQLAlchemyError:
+        # Export does not migrate the schema: an older database has no audit log yet.
+        click.echo(
+            "gridwatch: not recorded in the audit log (run `gridwatch db upgrade`)", err=True
+        )
 
 
 class RowProgress:
@@ -268,10 +291,18 @@ def import_command(
     summary = import_file(kind, file, settings, engine, options, progress=progress)
     progress.done()
     data = summary.as_dict()
+    _audit_cli(
+        engine,
+        "import",
+        f"{kind}: {file.name}",
+        {k: data.get(k) for k in ("read", "imported", "duplicates", "rejected")},
+    )
     if summary.affected_grid_ids:
         from gridwatch.workers.service import refresh_after_import
 
-        data["refresh"] = refresh_after_import(settings, engine, summary.affected_grid_ids)
+        data["refresh"] = refresh_after_import(
+            settings, engine, summary.affected_grid_ids, kind=kind
+        )
     if as_json:
         emit_json(data)
     else:
@@ -345,8 +376,15 @@ def demo_command(
         f"{_last_quarter_label(settings)}"
     )
     if not no_serve:
-        # The web app arrives with the web issue; until then the demo ends with the data.
-        click.echo("The web app is not part of this version yet; nothing to serve.")
+        from gridwatch.accounts import AccountError, create_user, set_password
+
+        password = secrets.token_urlsafe(9)
+        try:
+            create_user(engine, DEMO_USER, "admin", password)
+        except AccountError:
+            set_password(engine, DEMO_USER, password)
+        click.echo(f"\nSign in as {DEMO_USER} with the password {password}")
+        _serve(settings, engine, "127.0.0.1", port, debug=False)
 
 
 PERIOD_KIND_CHOICES = ["day", "week", "month", "quarter", "year"]
@@ -589,6 +627,217 @@ def beat_command(ctx: click.Context, loglevel: str) -> None:
     schedule = settings.var_dir / "celerybeat-schedule"
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
+
+
+@main.group()
+def report() -> None:
+    """Build situation reports from the published metrics."""
+
+
+@report.command("daily")
+@click.option("--day", help="Local day to report on (YYYY-MM-DD; default yesterday).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@friendly_errors
+def report_daily_command(ctx: click.Context, day: str | None, as_json: bool) -> None:
+    """Build the daily situation summary (每日治安形势); beat runs it at 06:00."""
+    from gridwatch.workers.situation import build_daily_situation
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    built = build_daily_situation(engine, settings, _parse_day(day, "--day"))
+    if as_json:
+        emit_json(built)
+        return
+    if built["run_id"] is None:
+        click.echo("no published run yet — run `gridwatch aggregate` first", err=True)
+    click.echo(f"daily situation {built['day']} (run {built['run_id']})")
+    for area in built["areas"]:
+        change = area["change_day_before_pct"]
+        click.echo(
+            f"  {area['level']:<9} {area['area_code']:<16} {area['incidents']:>5} incidents"
+            + ("" if change is None else f"  {change:+.1f} % on the day before")
+        )
+    click.echo(f"  rising hot spots ({built['hotspot_week']}): {len(built['rising_hotspots'])}")
+    click.echo(f"  inactive teams: {len(built['inactive_teams'])}")
+
+
+#: The administrator `gridwatch demo` creates (its password is new each time, and printed).
+DEMO_USER = "demo"
+
+
+@main.group()
+def users() -> None:
+    """Create and manage web users and their API tokens."""
+
+
+def _engine_for(ctx: click.Context) -> Any:
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    return engine
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line: what a password manager or `printf '%s\n' "$PW" |` sends.
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _account_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gridwatch.accounts import AccountError
+
+        try:
+            return func(*args, **kwargs)
+        except AccountError as exc:
+            raise UserFacingError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@users.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["admin", "county", "station", "township", "viewer"]),
+    help="admin: everything; county: the whole county; station: a police station's "
+    "townships; township: one township; viewer: read-only (the command-centre screen).",
+)
+@click.option(
+    "--area",
+    "area_code",
+    help="Code of the user's area (for --role station: the police station's code). "
+    "Required for every role but admin.",
+)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (one line)."
+)
+@click.pass_context
+@friendly_errors
+@_account_errors
+def users_add(
+    ctx: click.Context, name: str, role: str, area_code: str | None, password_stdin: bool
+) -> None:
+    """Create the web user NAME."""
+    from gridwatch.accounts import create_user
+
+    engine = _engine_for(ctx)
+    create_user(engine, name, role, _read_password(password_stdin), area_code)
+    click.echo(f"created user {name} ({role}{', ' + area_code if area_code else ''})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+def users_list(ctx: click.Context, as_json: bool) -> None:
+    """List web users."""
+    from gridwatch.accounts import list_users
+
+    rows = list_users(_engine_for(ctx))
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        state = "active" if row["active"] else "disabled"
+        click.echo(f"{row['username']:20} {row['role']:9} {row['area_code'] or '-':16} {state}")
+
+
+@users.command("password")
+@click.argument("name")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (one line)."
+)
+@click.pass_context
+@friendly_errors
+@_account_errors
+def users_password(ctx: click.Context, name: str, password_stdin: bool) -> None:
+    """Set a new password for NAME (their sessions end; a lockout is lifted)."""
+    from gridwatch.accounts import set_password
+
+    set_password(_engine_for(ctx), name, _read_password(password_stdin))
+    click.echo(f"password of {name} changed")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_context
+@friendly_errors
+@_account_errors
+def users_disable(ctx: click.Context, name: str) -> None:
+    """Disable NAME: their sessions and API tokens stop working at once."""
+    from gridwatch.accounts import set_active
+
+    set_active(_engine_for(ctx), name, False)
+    click.echo(f"user {name} disabled")
+
+
+@users.command("enable")
+@click.argument("name")
+@click.pass_context
+@friendly_errors
+@_account_errors
+def users_enable(ctx: click.Context, name: str) -> None:
+    """Enable NAME again."""
+    from gridwatch.accounts import set_active
+
+    set_active(_engine_for(ctx), name, True)
+    click.echo(f"user {name} enabled")
+
+
+@users.command("token")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for, e.g. the screen's location.")
+@click.option("--revoke", is_flag=True, help="Revoke every token of NAME instead.")
+@click.pass_context
+@friendly_errors
+@_account_errors
+def users_token(ctx: click.Context, name: str, label: str, revoke: bool) -> None:
+    """Print a new API token for NAME (sent as `Authorization: Bearer TOKEN`).
+
+    The token is shown once; only its hash is stored. `--revoke` revokes all of NAME's tokens.
+    """
+    from gridwatch.accounts import issue_token, revoke_tokens
+
+    engine = _engine_for(ctx)
+    if revoke:
+        count = revoke_tokens(engine, name)
+        click.echo(f"revoked {count} token{'s' if count != 1 else ''} of {name}")
+        return
+    click.echo(issue_token(engine, name, label))
+
+
+def _serve(settings: Settings, engine: Any, host: str, port: int, debug: bool) -> None:
+    from gridwatch.web import create_app
+
+    app = create_app({"GRIDWATCH_SETTINGS": settings, "GRIDWATCH_ENGINE": engine})
+    if settings.secure_cookies:
+        click.echo(
+            "note: session cookies are Secure (HTTPS only); browsers accept them from "
+            "http://127.0.0.1 and http://localhost. Set GRIDWATCH_SECURE_COOKIES=false only "
+            "for a plain-HTTP intranet site."
+        )
+    click.echo(f"GridWatch on http://{host}:{port}/  (Ctrl+C stops)")
+    app.run(host=host, port=port, debug=debug, use_reloader=False)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, help="Port to listen on.")
+@click.option("--debug", is_flag=True, help="Flask debug mode (never on a shared network).")
+@click.pass_context
+@friendly_errors
+def serve_command(ctx: click.Context, host: str, port: int, debug: bool) -> None:
+    """Run the web app with Flask's development server (production: gunicorn)."""
+    settings = get_settings(ctx)
+    engine = _engine_for(ctx)
+    _serve(settings, engine, host, port, debug)
 
 
 def run() -> None:

@@ -54,9 +54,18 @@ class Settings:
         Beat: minutes between incremental refreshes of grids changed by imports.
     nightly_at : str
         Beat: local ``HH:MM`` of the nightly full recompute.
+    report_at : str
+        Beat: local ``HH:MM`` of the daily situation summary (每日治安形势).
     run_stale_seconds : int
         A run that made no progress for this many seconds (its tasks were lost, e.g. when Redis
         restarted) is marked failed and started again.
+    secure_cookies : bool
+        Mark the session cookie ``Secure`` (sent over HTTPS only). Turn off only for a site
+        served over plain HTTP on a closed intranet.
+    proxy_hops : int
+        Reverse proxies in front of the web app whose ``X-Forwarded-*`` headers are trusted
+        (0: none). The client address counts failed sign-ins, so behind a proxy this must be
+        set, or every user shares the proxy's address.
     """
 
     database_url: str
@@ -72,7 +81,10 @@ class Settings:
     task_visibility_timeout: int = 600
     refresh_minutes: int = 5
     nightly_at: str = "02:30"
+    report_at: str = "06:00"
     run_stale_seconds: int = 1800
+    secure_cookies: bool = True
+    proxy_hops: int = 0
     secret_key_generated: bool = False
 
     @property
@@ -179,6 +191,29 @@ def _read_clock(name: str, raw: str | None, default: str) -> str:
     return f"{int(parts[0]):02d}:{int(parts[1]):02d}"
 
 
+def _read_count(name: str, raw: str | None, default: int) -> int:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number: {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more: {raw!r}")
+    return value
+
+
+def _read_bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every ``GRIDWATCH_*`` setting.
 
@@ -231,9 +266,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "GRIDWATCH_REFRESH_MINUTES", env.get("GRIDWATCH_REFRESH_MINUTES"), 5
         ),
         nightly_at=_read_clock("GRIDWATCH_NIGHTLY_AT", env.get("GRIDWATCH_NIGHTLY_AT"), "02:30"),
+        report_at=_read_clock("GRIDWATCH_REPORT_AT", env.get("GRIDWATCH_REPORT_AT"), "06:00"),
         run_stale_seconds=_read_positive_int(
             "GRIDWATCH_RUN_STALE_SECONDS", env.get("GRIDWATCH_RUN_STALE_SECONDS"), 1800
         ),
+        secure_cookies=_read_bool(
+            "GRIDWATCH_SECURE_COOKIES", env.get("GRIDWATCH_SECURE_COOKIES"), True
+        ),
+        proxy_hops=_read_count("GRIDWATCH_PROXY_HOPS", env.get("GRIDWATCH_PROXY_HOPS"), 0),
         secret_key_generated=generated,
     )
 

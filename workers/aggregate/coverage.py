@@ -392,6 +392,39 @@ def points_outside_views(lon: ArrayLike, lat: ArrayLike, views: ArrayLike) -> ND
     return outside
 
 
+class ViewIndex:
+    """Camera views indexed once for many "which points does no camera see?" queries.
+
+    :func:`points_outside_views` builds its index per call; a run that asks once per
+    township builds this once and gets the same answers.
+
+    Parameters
+    ----------
+    views : array_like of shapely Polygons
+        View polygons from :func:`camera_views`; ``None`` and empty entries are ignored.
+    """
+
+    def __init__(self, views: ArrayLike) -> None:
+        usable = _usable_views(views)
+        self._index = _ViewPointIndex(usable) if usable.size else None
+
+    def outside(self, lon: ArrayLike, lat: ArrayLike) -> NDArray[np.bool_]:
+        """Return, per point, whether it lies outside every view (see points_outside_views)."""
+        x = np.asarray(lon, dtype=np.float64).ravel()
+        y = np.asarray(lat, dtype=np.float64).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"lon and lat differ in length: {x.size} and {y.size}")
+        outside = np.ones(x.size, dtype=bool)
+        located = np.isfinite(x) & np.isfinite(y)
+        if self._index is None or not located.any():
+            return outside
+        for start in range(0, x.size, _POINT_CHUNK):
+            stop = min(start + _POINT_CHUNK, x.size)
+            outside[start:stop] = ~self._index.seen(x[start:stop], y[start:stop])
+        outside[~located] = True
+        return outside
+
+
 class _ViewPointIndex:
     """Answer "does any view intersect this point?" for many points, exactly as GEOS does.
 

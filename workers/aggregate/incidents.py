@@ -123,6 +123,94 @@ def incident_counts(
     return counts
 
 
+def count_by_period(
+    incidents: pd.DataFrame,
+    tz: ZoneInfo,
+    kinds: Sequence[PeriodKind] = PERIOD_KINDS,
+    categories: Iterable[str] = (),
+) -> dict[str, pd.DataFrame]:
+    """Count incidents per grid and period, one frame per period kind (vectorised).
+
+    The same counts as :func:`incident_counts`, computed with integer keys and
+    :func:`numpy.bincount` instead of a group-by per kind, and returned per kind.
+
+    Parameters
+    ----------
+    incidents : pandas.DataFrame
+        As for :func:`incident_counts`; boolean ``has_solved_at`` and ``victim_notified``
+        columns may stand in for ``solved_at`` and ``victim_notified_at``.
+    tz : zoneinfo.ZoneInfo
+        Zone in which periods and night hours are cut.
+    kinds : sequence of str
+        Period kinds to count.
+    categories : iterable of str
+        Category codes that always get a column (others appear when present).
+
+    Returns
+    -------
+    dict
+        Period kind → frame with ``area_id``, ``period`` (categorical), the :data:`ADDITIVE`
+        columns and one ``cat:<code>`` column per category (int64), sorted by area and period.
+    """
+    frame = incidents[incidents["grid_id"].notna()]
+    wanted = list(dict.fromkeys(categories))
+    present = sorted(set(frame["category"].dropna().astype(str)) - set(wanted))
+    cat_names = wanted + present
+    columns = ["area_id", "period", *ADDITIVE, *(f"{CATEGORY_PREFIX}{c}" for c in cat_names)]
+    if frame.empty:
+        return {kind: pd.DataFrame(columns=columns) for kind in kinds}
+    local = pd.DatetimeIndex(pd.to_datetime(frame["occurred_at"], utc=True)).tz_convert(tz)
+    hours = local.hour.to_numpy()
+    source = frame["source"].to_numpy()
+    has_solved_at = (
+        frame["has_solved_at"].to_numpy(dtype=bool)
+        if "has_solved_at" in frame
+        else frame["solved_at"].notna().to_numpy()
+    )
+    notified = (
+        frame["victim_notified"].to_numpy(dtype=bool)
+        if "victim_notified" in frame
+        else frame["victim_notified_at"].notna().to_numpy()
+    )
+    solved = frame["status"].isin(("solved", "closed")).to_numpy() | has_solved_at
+    flags = {
+        "incidents_reported": source != "patrol",
+        "incidents_patrol": source == "patrol",
+        "incidents_night": (hours >= NIGHT_START_HOUR) | (hours < NIGHT_END_HOUR),
+        "incidents_solved": solved,
+        "solved_not_notified": solved & ~notified,
+        "incidents_blind_spot": (
+            frame["outside_view"].to_numpy().astype(bool)
+            if "outside_view" in frame
+            else np.zeros(len(frame), dtype=bool)
+        ),
+    }
+    cat_code = pd.Categorical(frame["category"], categories=cat_names).codes.astype(np.int64)
+    grid_code, grid_values = pd.factorize(frame["grid_id"].astype("int64"), sort=True)
+    days = local.tz_localize(None).values.astype("datetime64[D]")
+    unique_days, day_code = np.unique(days, return_inverse=True)
+    out: dict[str, pd.DataFrame] = {}
+    n_cats = len(cat_names)
+    for kind in kinds:
+        day_labels = [period_of(date.fromisoformat(str(d)), kind).label for d in unique_days]
+        labels, label_of_day = np.unique(np.array(day_labels, dtype=object), return_inverse=True)
+        key = grid_code.astype(np.int64) * len(labels) + label_of_day[day_code]
+        keys, row = np.unique(key, return_inverse=True)
+        n = len(keys)
+        data: dict[str, np.ndarray] = {
+            "area_id": np.asarray(grid_values)[keys // len(labels)].astype(np.int64),
+            "period": pd.Categorical.from_codes(keys % len(labels), categories=labels),
+            "incidents_total": np.bincount(row, minlength=n).astype(np.int64),
+        }
+        for name, flag in flags.items():
+            data[name] = np.bincount(row[flag], minlength=n).astype(np.int64)
+        cats = np.bincount(row * n_cats + cat_code, minlength=n * n_cats).reshape(n, n_cats)
+        for i, name in enumerate(cat_names):
+            data[f"{CATEGORY_PREFIX}{name}"] = cats[:, i].astype(np.int64)
+        out[kind] = pd.DataFrame(data, columns=columns)
+    return out
+
+
 def ancestors_table(areas: pd.DataFrame) -> pd.DataFrame:
     """Map every area to itself and each of its ancestors.
 

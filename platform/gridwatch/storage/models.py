@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -306,6 +307,43 @@ class User(Base):
     station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Consecutive failed sign-ins; reaching the limit sets locked_until (reset on success).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One audited action: a sign-in (or failed attempt), import, export or user change.
+
+    ``username`` is kept as written at the time so the record survives the user's removal.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    username: Mapped[str] = mapped_column(String(100), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(500), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 #: Tables that carry a geometry column, with the column's PostGIS type (for the migration).
@@ -352,31 +390,63 @@ class AggregationRun(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
     scorecard: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extras: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     task_id: Mapped[str | None] = mapped_column(String(64))
 
 
-class AreaMetric(Base):
-    """Metrics of one area in one period, as computed by one run.
+class MetricBlock(Base):
+    """The metrics of every area of one level in one period, as computed by one run.
 
-    ``period`` is a period label (``2026Q3``) or ``current`` for state that has no period
-    (camera coverage, hot-spot class, forecast). The full set lives in ``metrics``; the
-    columns beside it are the figures that lists and maps sort and filter on.
+    ``payload`` is an Arrow IPC stream with one row per area that has data (``area_id`` and
+    the additive columns: counts, category counts, patrol dosage, Gi*); ratios and changes
+    are derived when read. ``period`` is a period label (``2026Q3``) or ``current`` for the
+    state that has no period (camera coverage, forecasts, emerging hot-spot classes). One
+    row per (run, level, period) keeps a full city's day-by-day history to a few thousand
+    rows instead of millions.
     """
 
-    __tablename__ = "area_metrics"
-    __table_args__ = (
-        UniqueConstraint("run_id", "area_id", "period"),
-        Index("ix_area_metrics_run_level_period", "run_id", "level", "period"),
-    )
+    __tablename__ = "metric_blocks"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("aggregation_runs.id", ondelete="CASCADE"))
-    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"))
-    level: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregation_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    level: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
     period_kind: Mapped[str] = mapped_column(String(16))
-    period: Mapped[str] = mapped_column(String(16))
-    incidents_total: Mapped[int] = mapped_column(Integer, default=0)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RunPart(Base):
+    """An intermediate result of one run: a township task's counts, or a county-wide layer.
+
+    Township tasks write their grids' counts here (keyed by unit, so a repeated task
+    replaces its own parts); finalising reads them all. Parts of the published run also
+    hold the map layers (blind-spot polygons, the density surface), and an incremental run
+    copies the parts of unchanged townships from the run it builds on.
+    """
+
+    __tablename__ = "run_parts"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregation_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    unit: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SituationReport(Base):
+    """The daily situation summary (每日治安形势) of one local day, built from a published run."""
+
+    __tablename__ = "situation_reports"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("aggregation_runs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class DirtyGrid(Base):

@@ -1,0 +1,132 @@
+"""The JSON API under ``/api/v1``: thin adapters over the domain functions.
+
+Every answer is filtered to the caller's jurisdiction; an area outside it answers 404 exactly
+like an unknown one. Callers sign in with ``Authorization: Bearer TOKEN`` (see ``gridwatch
+users token``) or the session cookie of a signed-in browser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, request
+from werkzeug.wrappers import Response
+
+from gridwatch.areas import area_records
+from gridwatch.periods import PeriodError
+from gridwatch.web.access import (
+    area_tree,
+    current_jurisdiction,
+    login_required,
+    visible_area_or_404,
+)
+from gridwatch.web.extensions import state
+from gridwatch.web.openapi import openapi_document
+from gridwatch.workers.engine import RunError, list_runs, read_metrics
+
+PREFIX = "/api/v1"
+MAX_RUNS = 200
+
+bp = Blueprint("api", __name__, url_prefix=PREFIX)
+
+
+def error_response(status: int, message: str = "") -> Response:
+    """Return the API's error object ``{"error": {"status", "message"}}``."""
+    response = jsonify(error={"status": status, "message": message or _REASONS.get(status, "")})
+    response.status_code = status
+    return response
+
+
+_REASONS = {
+    400: "bad request",
+    401: "authentication required",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    500: "internal error",
+}
+
+
+def _bad_request(message: str) -> None:
+    abort(error_response(400, message))
+
+
+def _level_arg(required: bool) -> str | None:
+    level = request.args.get("level", "").strip() or None
+    levels = state().settings.area_levels
+    if level is None and required:
+        _bad_request("the query parameter 'level' is required")
+    if level is not None and level not in levels:
+        _bad_request(f"level must be one of {', '.join(levels)}")
+    return level
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """Return the OpenAPI 3 description of this API."""
+    return jsonify(openapi_document(state().settings.area_levels))
+
+
+@bp.get("/areas")
+@login_required
+def areas() -> Response:
+    """Return the areas the caller may see, optionally of one ``level``."""
+    level = _level_arg(required=False)
+    records = area_records(state().engine, current_jurisdiction().area_ids, level)
+    return jsonify(records)
+
+
+@bp.get("/areas/<code>")
+@login_required
+def area(code: str) -> Response:
+    """Return one area (404 when it does not exist or lies outside the jurisdiction)."""
+    visible_area_or_404(code)
+    (record,) = area_records(state().engine, code=code)
+    return jsonify(record)
+
+
+@bp.get("/metrics")
+@login_required
+def metrics() -> Response:
+    """Return published metrics by ``level`` and ``period`` (as ``gridwatch metrics --json``)."""
+    level = _level_arg(required=True)
+    assert level is not None
+    period = request.args.get("period", "").strip()
+    if not period:
+        _bad_request("the query parameter 'period' is required")
+    code = request.args.get("area", "").strip() or None
+    engine = state().engine
+    jurisdiction = current_jurisdiction()
+    tree = area_tree()
+    if code is not None:
+        scopes: list[str | None] = [visible_area_or_404(code).code]
+    else:
+        scopes = [tree.nodes[i].code for i in jurisdiction.root_ids]
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        for scope in scopes:
+            for row in read_metrics(engine, level, period, scope):
+                node = tree.by_code.get(row["area_code"])
+                if node is not None and node.id in jurisdiction and node.code not in seen:
+                    seen.add(node.code)
+                    rows.append(row)
+    except PeriodError as exc:
+        _bad_request(str(exc))
+    except RunError:
+        abort(404)
+    rows.sort(key=lambda r: str(r["area_code"]))
+    return jsonify(rows)
+
+
+@bp.get("/runs")
+@login_required
+def runs() -> Response:
+    """Return aggregation runs, newest first (``limit``, default 20)."""
+    try:
+        limit = int(request.args.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_RUNS:
+        _bad_request(f"limit must be a whole number from 1 to {MAX_RUNS}")
+    return jsonify(list_runs(state().engine, limit))

@@ -1,0 +1,241 @@
+"""The OpenAPI 3 document of the JSON API (served at ``/api/v1/openapi.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gridwatch import __version__
+
+_ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorised"},
+}
+
+
+def _param(
+    name: str, description: str, required: bool = False, enum: list[str] | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum is not None:
+        schema["enum"] = enum
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
+    """Return the OpenAPI document; ``levels`` are the configured area levels."""
+    not_found = {"$ref": "#/components/responses/NotFound"}
+    bad_request = {"$ref": "#/components/responses/BadRequest"}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "GridWatch API",
+            "version": __version__,
+            "description": (
+                "Areas, published metrics and aggregation runs, filtered to the caller's "
+                "jurisdiction. An area outside it answers 404 like an unknown one."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearerAuth": []}, {"sessionCookie": []}],
+        "paths": {
+            "/areas": {
+                "get": {
+                    "summary": "Areas the caller may see",
+                    "operationId": "listAreas",
+                    "parameters": [
+                        _param("level", "Only areas of this level.", enum=list(levels))
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Area"}},
+                            "Areas by code.",
+                        ),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/areas/{code}": {
+                "get": {
+                    "summary": "One area",
+                    "operationId": "getArea",
+                    "parameters": [
+                        {
+                            "name": "code",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Area"}, "The area."),
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Published metrics of every visible area of a level",
+                    "description": "The same objects as `gridwatch metrics --json`.",
+                    "operationId": "listMetrics",
+                    "parameters": [
+                        _param("level", "Area level.", required=True, enum=list(levels)),
+                        _param(
+                            "period",
+                            "2026, 2026Q3, 2026-07, 2026-W27 or 2026-07-04.",
+                            required=True,
+                        ),
+                        _param("area", "Only this area, or its descendants at `level`."),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Metrics"}},
+                            "One object per area, by code.",
+                        ),
+                        "400": bad_request,
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/runs": {
+                "get": {
+                    "summary": "Aggregation runs, newest first",
+                    "operationId": "listRuns",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 200,
+                                "default": 20,
+                            },
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+                            "Runs.",
+                        ),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `gridwatch users token NAME`.",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "gridwatch_session",
+                },
+            },
+            "responses": {
+                "BadRequest": _json({"$ref": "#/components/schemas/Error"}, "Bad parameters."),
+                "Unauthorised": _json(
+                    {"$ref": "#/components/schemas/Error"}, "No valid token or session."
+                ),
+                "NotFound": _json(
+                    {"$ref": "#/components/schemas/Error"},
+                    "Unknown, or outside the caller's jurisdiction.",
+                ),
+            },
+            "schemas": {
+                "Area": {
+                    "type": "object",
+                    "required": ["code", "name", "level", "parent_code", "bbox", "centroid"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "name": {"type": "string"},
+                        "level": {"type": "string"},
+                        "parent_code": {"type": "string", "nullable": True},
+                        "population": {"type": "integer", "nullable": True},
+                        "bbox": {
+                            "type": "array",
+                            "nullable": True,
+                            "items": {"type": "number"},
+                            "minItems": 4,
+                            "maxItems": 4,
+                            "description": "[minx, miny, maxx, maxy] in WGS84.",
+                        },
+                        "centroid": {
+                            "type": "object",
+                            "nullable": True,
+                            "properties": {
+                                "lon": {"type": "number"},
+                                "lat": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+                "Metrics": {
+                    "type": "object",
+                    "required": ["area_code", "level", "period", "run_id", "incidents_total"],
+                    "properties": {
+                        "area_code": {"type": "string"},
+                        "parent_code": {"type": "string", "nullable": True},
+                        "level": {"type": "string"},
+                        "period": {"type": "string"},
+                        "run_id": {"type": "integer", "nullable": True},
+                        "incidents_total": {"type": "integer"},
+                        "incidents_by_category": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                        "incidents_by_group": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                    },
+                    "additionalProperties": True,
+                },
+                "Run": {
+                    "type": "object",
+                    "required": ["run_id", "status"],
+                    "properties": {
+                        "run_id": {"type": "integer"},
+                        "status": {"type": "string"},
+                        "mode": {"type": "string"},
+                        "trigger": {"type": "string"},
+                        "scope": {"type": "string"},
+                        "created_at": {"type": "string", "nullable": True},
+                        "started_at": {"type": "string", "nullable": True},
+                        "finished_at": {"type": "string", "nullable": True},
+                    },
+                    "additionalProperties": True,
+                },
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "integer"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }

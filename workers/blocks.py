@@ -1,0 +1,207 @@
+"""Columnar storage of a run's results: metric blocks and run parts as Arrow IPC payloads.
+
+A block holds the metrics of every area of one level in one period; a part holds one
+township task's intermediate counts or a county-wide layer. Both are small pandas frames
+serialised with Arrow (fast, typed, no pickling: a payload read from the database can never
+run code), so a run writes a few thousand rows instead of a row per area and period.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Integer, Table, delete, insert, literal, select, tuple_
+from sqlalchemy.orm import Session
+
+from gridwatch.storage.models import MetricBlock, RunPart
+
+BLOCKS = cast(Table, MetricBlock.__table__)
+PARTS = cast(Table, RunPart.__table__)
+#: Unit name of the parts that belong to the whole county rather than one township.
+COUNTY_UNIT = "_county"
+#: Payloads are an uncompressed Arrow stream compressed as a whole with zstd (several times
+#: faster than Arrow's per-column compression for frames of many small columns).
+_CODEC = pa.Codec("zstd", compression_level=1)
+_MAGIC = b"GWZ1"
+
+
+def encode(frame: pd.DataFrame) -> bytes:
+    """Serialise a frame (plain columns, no index) to a compressed Arrow stream.
+
+    Missing values (``None`` or ``NaN``) in object columns become Arrow nulls; categorical
+    columns are stored as strings.
+    """
+    arrays = {}
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(str)
+        arrays[str(column)] = pa.array(values.to_numpy(), from_pandas=True)
+    return _write_stream(pa.table(arrays) if arrays else pa.table({}))
+
+
+def decode(payload: bytes) -> pd.DataFrame:
+    """Read a frame written by :func:`encode` or sliced by :func:`block_rows`."""
+    if payload[:4] != _MAGIC:
+        raise ValueError("not a GridWatch block payload")
+    size = int.from_bytes(payload[4:12], "little")
+    raw = _CODEC.decompress(payload[12:], decompressed_size=size, asbytes=True)
+    with pa.ipc.open_stream(raw) as reader:
+        return cast(pd.DataFrame, reader.read_all().to_pandas())
+
+
+def _write_stream(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    raw = sink.getvalue()
+    return _MAGIC + len(raw).to_bytes(8, "little") + _CODEC.compress(raw, asbytes=True)
+
+
+def block_rows(
+    run_id: int, level: str, kind: str, frame: pd.DataFrame
+) -> Iterable[dict[str, Any]]:
+    """Split ``frame`` (``area_id``, ``period`` and metric columns) into one block per period.
+
+    The frame is converted to Arrow once and sliced per period (slices share memory).
+    """
+    if frame.empty:
+        return
+    frame = frame.sort_values(["period", "area_id"], kind="stable")
+    periods = frame["period"].astype(str).to_numpy()
+    columns = [c for c in frame.columns if c != "period"]
+    table = pa.table({c: pa.array(frame[c].to_numpy(), from_pandas=True) for c in columns})
+    cuts = np.flatnonzero(periods[1:] != periods[:-1]) + 1
+    starts = np.concatenate([[0], cuts]).astype(int)
+    ends = np.concatenate([cuts, [len(frame)]]).astype(int)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield {
+            "run_id": run_id,
+            "level": level,
+            "period_kind": kind,
+            "period": str(periods[start]),
+            "rows": end - start,
+            "payload": _write_stream(table.slice(start, end - start)),
+        }
+
+
+def write_blocks(session: Session, rows: Iterable[dict[str, Any]], chunk: int = 500) -> int:
+    """Insert block rows in chunks; return how many were written."""
+    written = 0
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            session.execute(insert(BLOCKS), batch)
+            written += len(batch)
+            batch = []
+    if batch:
+        session.execute(insert(BLOCKS), batch)
+        written += len(batch)
+    return written
+
+
+def read_block(session: Session, run_id: int, level: str, period: str) -> pd.DataFrame | None:
+    """Return one block as a frame indexed by area id, or ``None`` if the run has none."""
+    payload = session.scalar(
+        select(MetricBlock.payload).where(
+            MetricBlock.run_id == run_id, MetricBlock.level == level, MetricBlock.period == period
+        )
+    )
+    if payload is None:
+        return None
+    return decode(payload).set_index("area_id")
+
+
+def block_keys(session: Session, run_id: int) -> set[tuple[str, str]]:
+    """Return the (level, period) of every block of a run."""
+    return {
+        (level, period)
+        for level, period in session.execute(
+            select(MetricBlock.level, MetricBlock.period).where(MetricBlock.run_id == run_id)
+        )
+    }
+
+
+def copy_blocks(
+    session: Session, source_run: int, target_run: int, skip: set[tuple[str, str]]
+) -> int:
+    """Copy a run's blocks into another run inside the database, except the ``skip`` keys."""
+    keys = block_keys(session, source_run) - skip
+    copied = 0
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 400):
+        chunk = ordered[start : start + 400]
+        source = select(
+            literal(target_run, Integer),
+            BLOCKS.c.level,
+            BLOCKS.c.period,
+            BLOCKS.c.period_kind,
+            BLOCKS.c.rows,
+            BLOCKS.c.payload,
+        ).where(
+            BLOCKS.c.run_id == source_run,
+            tuple_(BLOCKS.c.level, BLOCKS.c.period).in_(chunk),
+        )
+        session.execute(
+            insert(BLOCKS).from_select(
+                ["run_id", "level", "period", "period_kind", "rows", "payload"], source
+            )
+        )
+        copied += len(chunk)
+    return copied
+
+
+# -- run parts -----------------------------------------------------------------------------
+
+
+def write_parts(session: Session, run_id: int, unit: str, parts: dict[str, pd.DataFrame]) -> None:
+    """Replace the named parts of one unit of a run (a repeated task overwrites its own)."""
+    session.execute(
+        delete(RunPart).where(
+            RunPart.run_id == run_id, RunPart.unit == unit, RunPart.name.in_(list(parts))
+        )
+    )
+    rows = [
+        {"run_id": run_id, "unit": unit, "name": name, "payload": encode(frame)}
+        for name, frame in parts.items()
+    ]
+    if rows:
+        session.execute(insert(PARTS), rows)
+
+
+def read_parts(
+    session: Session, run_id: int, name: str, units: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Concatenate the ``name`` parts of a run's units (all units unless ``units`` is given)."""
+    stmt = select(RunPart.payload).where(RunPart.run_id == run_id, RunPart.name == name)
+    if units is not None:
+        stmt = stmt.where(RunPart.unit.in_(list(units)))
+    frames = [decode(p) for p in session.scalars(stmt)]
+    frames = [f for f in frames if len(f.columns)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def part_units(session: Session, run_id: int) -> set[str]:
+    """Return the units that wrote parts in a run."""
+    return set(session.scalars(select(RunPart.unit).where(RunPart.run_id == run_id).distinct()))
+
+
+def copy_parts(session: Session, source_run: int, target_run: int, units: Sequence[str]) -> None:
+    """Copy the parts of ``units`` from one run to another inside the database."""
+    wanted = list(units)
+    for start in range(0, len(wanted), 400):
+        source = select(
+            literal(target_run, Integer),
+            PARTS.c.unit,
+            PARTS.c.name,
+            PARTS.c.payload,
+        ).where(PARTS.c.run_id == source_run, PARTS.c.unit.in_(wanted[start : start + 400]))
+        session.execute(insert(PARTS).from_select(["run_id", "unit", "name", "payload"], source))

@@ -264,7 +264,9 @@ def full_section(url: str, repeats: int) -> dict[str, Any]:
     return data
 
 
-def incremental_section(engine: Any, settings: Any, tmp: Path, count: int) -> float:
+def incremental_section(
+    engine: Any, settings: Any, tmp: Path, count: int, prefix: str = "BENCH"
+) -> float:
     """Import ``count`` new incidents and refresh; return the end-to-end seconds."""
     from sqlalchemy import select
 
@@ -290,7 +292,7 @@ def incremental_section(engine: Any, settings: Any, tmp: Path, count: int) -> fl
     for n in range(count):
         centre = centres[n % len(centres)]
         lines.append(
-            f"BENCH-{yesterday:%Y%m%d}-{n},{yesterday} {rng.integers(0, 24):02d}:"
+            f"{prefix}-{yesterday:%Y%m%d}-{n},{yesterday} {rng.integers(0, 24):02d}:"
             f"{rng.integers(0, 60):02d},theft,{centre.x:.7f},{centre.y:.7f}"
         )
     path = tmp / "new_incidents.csv"

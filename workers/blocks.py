@@ -34,13 +34,19 @@ def encode(frame: pd.DataFrame) -> bytes:
     """Serialise a frame (plain columns, no index) to a compressed Arrow stream.
 
     Missing values (``None`` or ``NaN``) in object columns become Arrow nulls; categorical
-    columns are stored as strings.
+    columns are stored as dictionary-encoded strings (read back as categoricals).
     """
     arrays = {}
     for column in frame.columns:
         values = frame[column]
         if isinstance(values.dtype, pd.CategoricalDtype):
-            values = values.astype(str)
+            categories = pa.array(
+                values.cat.categories.astype(object).to_numpy(), type=pa.string()
+            )
+            arrays[str(column)] = pa.DictionaryArray.from_arrays(
+                pa.array(values.cat.codes.to_numpy(), mask=values.isna().to_numpy()), categories
+            )
+            continue
         arrays[str(column)] = pa.array(values.to_numpy(), from_pandas=True)
     return _write_stream(pa.table(arrays) if arrays else pa.table({}))
 
@@ -64,19 +70,30 @@ def _write_stream(table: pa.Table) -> bytes:
 
 
 def block_rows(
-    run_id: int, level: str, kind: str, frame: pd.DataFrame
+    run_id: int,
+    level: str,
+    kind: str,
+    frame: pd.DataFrame,
+    labels: np.ndarray | None = None,
 ) -> Iterable[dict[str, Any]]:
     """Split ``frame`` (``area_id``, ``period`` and metric columns) into one block per period.
 
-    The frame is converted to Arrow once and sliced per period (slices share memory).
+    With ``labels``, ``period`` holds integer codes into ``labels`` (cheaper to sort and
+    group than strings). The frame is converted to Arrow once and sliced per period (slices
+    share memory).
     """
     if frame.empty:
         return
-    frame = frame.sort_values(["period", "area_id"], kind="stable")
-    periods = frame["period"].astype(str).to_numpy()
+    if labels is None:
+        labels, codes = np.unique(frame["period"].astype(str).to_numpy(), return_inverse=True)
+    else:
+        codes = frame["period"].to_numpy(dtype=np.int64)
+    areas = frame["area_id"].to_numpy(dtype=np.int64)
+    order = np.lexsort((areas, codes))
+    codes = codes[order]
     columns = [c for c in frame.columns if c != "period"]
-    table = pa.table({c: pa.array(frame[c].to_numpy(), from_pandas=True) for c in columns})
-    cuts = np.flatnonzero(periods[1:] != periods[:-1]) + 1
+    table = pa.table({c: pa.array(frame[c].to_numpy()[order], from_pandas=True) for c in columns})
+    cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     starts = np.concatenate([[0], cuts]).astype(int)
     ends = np.concatenate([cuts, [len(frame)]]).astype(int)
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -84,7 +101,7 @@ def block_rows(
             "run_id": run_id,
             "level": level,
             "period_kind": kind,
-            "period": str(periods[start]),
+            "period": str(labels[codes[start]]),
             "rows": end - start,
             "payload": _write_stream(table.slice(start, end - start)),
         }
@@ -182,11 +199,38 @@ def read_parts(
     stmt = select(RunPart.payload).where(RunPart.run_id == run_id, RunPart.name == name)
     if units is not None:
         stmt = stmt.where(RunPart.unit.in_(list(units)))
-    frames = [decode(p) for p in session.scalars(stmt)]
+    return concat_parts([decode(p) for p in session.scalars(stmt)])
+
+
+def read_unit_parts(
+    session: Session, run_id: int, name: str, units: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """Return the ``name`` part of each of ``units`` (units without one are left out)."""
+    out = {}
+    for start in range(0, len(units), 400):
+        stmt = select(RunPart.unit, RunPart.payload).where(
+            RunPart.run_id == run_id,
+            RunPart.name == name,
+            RunPart.unit.in_(list(units[start : start + 400])),
+        )
+        out.update({unit: decode(payload) for unit, payload in session.execute(stmt)})
+    return out
+
+
+def concat_parts(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate part frames, keeping categorical columns categorical."""
     frames = [f for f in frames if len(f.columns)]
     if not frames:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(frames) == 1:
+        return frames[0]
+    # Give categorical columns one set of categories, so that they stay categorical.
+    for column in frames[0].columns:
+        if all(column in f and isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames):
+            union = pd.api.types.union_categoricals([f[column] for f in frames]).categories
+            for f in frames:
+                f[column] = f[column].cat.set_categories(union)
+    return pd.concat(frames, ignore_index=True)
 
 
 def part_units(session: Session, run_id: int) -> set[str]:

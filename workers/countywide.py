@@ -18,11 +18,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gridwatch.periods import PeriodKind, parse_period, period_of
-from gridwatch.storage.db import parse_utc, read_frame, utc_text
+from gridwatch.storage.db import epoch_seconds, read_frame
 from gridwatch.storage.models import Area, Incident, PatrolPing, PatrolTeam
 
 #: Period kinds that get Gi* and emerging-hot-spot classes (days are too short to be stable).
@@ -54,10 +54,10 @@ class GridGeometry:
 
     @cached_property
     def weights(self) -> Any:
-        """Contiguity weights of the grids (built once; hot spots and forecasts share them)."""
-        from gridwatch.workers.aggregate.hotspots import grid_weights
+        """Contiguity of the grids (built once; hot spots and forecasts share it)."""
+        from gridwatch.workers.aggregate.hotspots import grid_adjacency
 
-        return grid_weights(self.frame)
+        return grid_adjacency(self.frame)
 
 
 # -- patrol --------------------------------------------------------------------------------
@@ -85,19 +85,25 @@ def patrol_rows(
         time_since_last_visit,
     )
 
+    # A plain scan (no ORDER BY, no NULLs) reads far faster than walking the (team, ts)
+    # index; the pings are sorted here instead.
     pings = read_frame(
         session,
-        select(PatrolPing.team_id, utc_text(PatrolPing.ts), PatrolPing.grid_id).order_by(
-            PatrolPing.team_id, PatrolPing.ts
+        select(
+            PatrolPing.team_id,
+            epoch_seconds(PatrolPing.ts),
+            func.coalesce(PatrolPing.grid_id, -1),
         ),
         ["team_id", "ts", "grid_id"],
     )
-    pings["ts"] = parse_utc(pings["ts"])
+    order = np.lexsort((pings["ts"].to_numpy(), pings["team_id"].to_numpy()))
+    pings = pings.iloc[order].reset_index(drop=True)
+    pings["ts"] = pd.to_datetime(pings["ts"].to_numpy(dtype=np.int64), unit="s", utc=True)
+    pings["grid_id"] = pings["grid_id"].astype("Int64").mask(pings["grid_id"] < 0)
     teams = pd.DataFrame(
         session.execute(select(PatrolTeam.id, PatrolTeam.code, PatrolTeam.kind)).all(),
         columns=["id", "code", "kind"],
     ).set_index("id")
-    pings["grid_id"] = pings["grid_id"].astype("Int64")
     segments = presence_segments(pings, tz=tz)
     parts = []
     for kind in kinds:
@@ -274,13 +280,20 @@ def hotspot_frame(
         return empty
     weights = grids.weights
     ids = list(weights.id_order)
-    matrix = (
-        counts.pivot_table(
-            index="area_id", columns="period", values="incidents_reported", aggfunc="sum"
-        )
-        .reindex(ids)
-        .fillna(0.0)
+    # Dense grid × period matrices built from codes (pivot_table is slow on many rows).
+    all_labels = np.array(sorted({str(p) for p in pd.unique(counts["period"])}), dtype=object)
+    row = pd.Index(ids).get_indexer(counts["area_id"].to_numpy(dtype=np.int64))
+    column = np.searchsorted(all_labels, counts["period"].astype(str).to_numpy())
+    known = row >= 0
+    reported = np.zeros((len(ids), len(all_labels)))
+    np.add.at(
+        reported,
+        (row[known], column[known]),
+        counts["incidents_reported"].to_numpy(dtype=float)[known],
     )
+    present = np.zeros(reported.shape, dtype=bool)
+    present[row[known], column[known]] = True
+    matrix = pd.DataFrame(reported, index=ids, columns=list(all_labels))
     classes = pd.Series("none", index=ids, dtype=object)
     history = completed(list(matrix.columns), today)
     if len(history) >= 2:
@@ -290,13 +303,7 @@ def hotspot_frame(
         return pd.DataFrame(), classes
     result = gi_star_periods(matrix[labels], weights)
     # Keep a (grid, period) when it has data or a significant result.
-    has_data = (
-        counts.assign(flag=True)
-        .pivot_table(index="area_id", columns="period", values="flag", aggfunc="any")
-        .reindex(index=ids, columns=labels)
-        .fillna(False)
-        .to_numpy(dtype=bool)
-    )
+    has_data = present[:, np.searchsorted(all_labels, np.asarray(labels, dtype=object))]
     grid, period = np.nonzero(result["significant"] | has_data)
     out = [
         pd.DataFrame(
@@ -323,14 +330,15 @@ def daily_matrix(
     """Count reported incidents per grid and local day, up to ``before`` (excluded)."""
     frame = read_frame(
         session,
-        select(Incident.grid_id, utc_text(Incident.occurred_at)).where(
+        select(Incident.grid_id, epoch_seconds(Incident.occurred_at)).where(
             Incident.grid_id.is_not(None), Incident.source != "patrol"
         ),
         ["grid_id", "occurred_at"],
     )
     if frame.empty:
         return pd.DataFrame(index=list(grid_ids))
-    local = parse_utc(frame["occurred_at"]).tz_convert(tz)
+    seconds = frame["occurred_at"].to_numpy(dtype=np.int64)
+    local = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True)).tz_convert(tz)
     frame["day"] = local.tz_localize(None).normalize()
     frame = frame[frame["day"] < pd.Timestamp(before)]
     counts = frame.groupby(["grid_id", "day"]).size().unstack(fill_value=0)

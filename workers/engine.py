@@ -23,12 +23,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Engine, delete, func, insert, inspect, select, update
+from sqlalchemy import Engine, case, delete, func, insert, inspect, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from gridwatch.config import Settings
 from gridwatch.periods import PeriodKind, parse_period
-from gridwatch.storage.db import parse_utc, read_frame, session_scope, utc_text
+from gridwatch.storage.db import epoch_seconds, read_frame, session_scope
 from gridwatch.storage.models import (
     AggregationRun,
     Area,
@@ -218,34 +218,41 @@ def mark_failed(engine: Engine, run_id: int, error: str) -> None:
 
 
 def _load_incidents(
-    session: Session, grid_ids: Sequence[int], run: AggregationRun, tz: ZoneInfo
+    session: Session, grid_ids: Sequence[int] | None, run: AggregationRun, tz: ZoneInfo
 ) -> pd.DataFrame:
-    """Read a unit's incidents: times as text (parsed in one go), solved/notified as flags."""
+    """Read the incidents of ``grid_ids`` (all located incidents if ``None``), cheaply.
+
+    Times come as whole epoch seconds and the patrol/solved/notified facts as one bit mask,
+    both computed in SQL, so a million rows cost a few plain integers each.
+    """
+    solved = or_(Incident.status.in_(("solved", "closed")), Incident.solved_at.is_not(None))
+    flags = (
+        case((Incident.source == "patrol", 1), else_=0)
+        + case((solved, 2), else_=0)
+        + case((Incident.victim_notified_at.is_not(None), 4), else_=0)
+    )
     columns = [
         Incident.grid_id,
-        utc_text(Incident.occurred_at),
+        epoch_seconds(Incident.occurred_at),
         Incident.category,
-        Incident.source,
-        Incident.status,
-        Incident.solved_at.is_not(None).label("has_solved_at"),
-        Incident.victim_notified_at.is_not(None).label("victim_notified"),
+        flags,
         Incident.lon,
         Incident.lat,
     ]
-    names = [
-        "grid_id",
-        "occurred_at",
-        "category",
-        "source",
-        "status",
-        "has_solved_at",
-        "victim_notified",
-        "lon",
-        "lat",
-    ]
-    frames = [pd.DataFrame(columns=names)]
-    for start in range(0, len(grid_ids), 900):
-        stmt = select(*columns).where(Incident.grid_id.in_(grid_ids[start : start + 900]))
+    names = ["grid_id", "occurred_s", "category", "flags", "lon", "lat"]
+    frames = [pd.DataFrame({name: pd.Series([], dtype=object) for name in names})]
+    # All incidents: no WHERE on grid_id, so SQLite scans the table in order (an index range
+    # over "grid_id IS NOT NULL" would fetch row by row); rows without a grid drop below.
+    chunks = (
+        [true()]
+        if grid_ids is None
+        else [
+            Incident.grid_id.in_(grid_ids[start : start + 900])
+            for start in range(0, len(grid_ids), 900)
+        ]
+    )
+    for where in chunks:
+        stmt = select(*columns).where(where)
         if run.date_from:
             stmt = stmt.where(Incident.occurred_at >= _local_midnight(run.date_from, tz))
         if run.date_to:
@@ -253,11 +260,15 @@ def _load_incidents(
                 Incident.occurred_at < _local_midnight(run.date_to, tz, next_day=True)
             )
         frames.append(read_frame(session, stmt, names))
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame["occurred_at"] = parse_utc(frame["occurred_at"])
-    frame["has_solved_at"] = frame["has_solved_at"].astype(bool)
-    frame["victim_notified"] = frame["victim_notified"].astype(bool)
-    return frame
+    frame = pd.concat(frames[1:], ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame[frame["grid_id"].notna()].reset_index(drop=True)
+    bits = frame["flags"].to_numpy(dtype=np.int64)
+    frame["is_patrol"] = (bits & 1) > 0
+    frame["is_solved"] = (bits & 2) > 0
+    frame["victim_notified"] = (bits & 4) > 0
+    frame["lon"] = frame["lon"].astype(float)
+    frame["lat"] = frame["lat"].astype(float)
+    return frame.drop(columns=["flags"])
 
 
 def _local_midnight(day: str, tz: ZoneInfo, next_day: bool = False) -> datetime:
@@ -273,52 +284,167 @@ def compute_unit(
 ) -> int:
     """Compute and store the grid counts of one unit as parts of the run; safe to repeat.
 
+    In an incremental run only the unit's changed grids are counted; the other grids' rows
+    come from the unit's part in the run it builds on.
+
     Returns
     -------
     int
         Incident rows read.
     """
-    taxonomy = load_taxonomy(settings.categories_file)
-    unit = label or f"grids:{min(grid_ids) if grid_ids else 0}"
+    unit = Unit(label or f"grids:{min(grid_ids) if grid_ids else 0}", list(grid_ids))
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
         if run.status in ("done", "failed"):
             return 0  # a late duplicate delivery of an already finished run
-        incidents = _load_incidents(session, grid_ids, run, settings.timezone)
-        outside, coverage = _unit_coverage(session, run_id, grid_ids, incidents)
-        incidents["outside_view"] = outside
-        counts = count_by_period(
-            incidents, settings.timezone, tuple(run.period_kinds), taxonomy.categories
-        )
-        # One part for all kinds: encoding cost is per column, not per row.
-        merged = pd.concat(
-            [frame.assign(period_kind=kind) for kind, frame in counts.items()], ignore_index=True
-        )
-        merged["period"] = merged["period"].astype(str)
-        blocks.write_parts(session, run_id, unit, {"counts": merged, "coverage": coverage})
-        if label is not None:
-            session.execute(
-                update(RunUnit)
-                .where(RunUnit.run_id == run_id, RunUnit.label == label)
-                .values(done_at=datetime.now(UTC))
-            )
-        # Counted from the unit table, so a redelivered task is not counted twice.
-        done = session.scalar(
-            select(func.count())
-            .select_from(RunUnit)
-            .where(RunUnit.run_id == run_id, RunUnit.done_at.is_not(None))
-        )
-        session.execute(
-            update(AggregationRun)
-            .where(AggregationRun.id == run_id)
-            .values(
-                townships_done=done,
-                rows_read=AggregationRun.rows_read + len(incidents),
-            )
-        )
+        base = _base_parts(session, run, unit)
+        grids = unit.grid_ids if base is None else sorted(set(run.area_ids) & set(grid_ids))
+        incidents = _load_incidents(session, grids, run, settings.timezone)
+        _store_unit(session, settings, run, unit, grids, incidents, label is not None, base)
         return len(incidents)
+
+
+def compute_units(engine: Engine, settings: Settings, run_id: int, units: list[Unit]) -> int:
+    """Compute every unit of a run in this process (the embedded mode's path).
+
+    A full run reads the incidents in one scan: one sequential read of the table is several
+    times cheaper than one index lookup per incident, and it gives exactly what
+    :func:`compute_unit` gives unit by unit. An incremental run goes unit by unit, reading
+    only its changed grids.
+    """
+    with session_scope(engine) as session:
+        run = session.get(AggregationRun, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}")
+        if run.status in ("done", "failed"):
+            return 0
+        if run.scope == "incremental":
+            everything = None
+        else:
+            everything = _load_incidents(session, None, run, settings.timezone)
+            unit_of = {grid: i for i, unit in enumerate(units) for grid in unit.grid_ids}
+            position = everything["grid_id"].map(unit_of).to_numpy(dtype=float, na_value=-1.0)
+            order = np.argsort(position, kind="stable")
+            cuts = np.searchsorted(position[order], np.arange(len(units) + 1) - 0.5)
+    if everything is None:
+        return sum(compute_unit(engine, settings, run_id, u.grid_ids, u.label) for u in units)
+    total = 0
+    for i, unit in enumerate(units):
+        with session_scope(engine) as session:
+            run = session.get(AggregationRun, run_id)
+            assert run is not None
+            rows = order[cuts[i] : cuts[i + 1]]
+            incidents = everything.iloc[rows].reset_index(drop=True)
+            _store_unit(session, settings, run, unit, unit.grid_ids, incidents, True, None)
+            total += len(incidents)
+    return total
+
+
+def _base_parts(
+    session: Session, run: AggregationRun, unit: Unit
+) -> dict[str, pd.DataFrame] | None:
+    """Return the unit's parts in the run an incremental run builds on (``None`` if none)."""
+    if run.scope != "incremental" or run.based_on_run_id is None:
+        return None
+    parts = {
+        name: blocks.read_unit_parts(session, run.based_on_run_id, name, [unit.label]).get(
+            unit.label
+        )
+        for name in ("counts", "coverage")
+    }
+    if any(frame is None for frame in parts.values()):
+        return None  # the unit is new: count all of it
+    return cast(dict[str, pd.DataFrame], parts)
+
+
+#: The counts each unit of the newest run stored, kept in this process so that finalising
+#: in the same process (the embedded mode) need not decode them again.
+_COUNTS_CACHE: dict[tuple[str, int, str], dict[str, pd.DataFrame]] = {}
+
+
+def _run_key(session: Session, run: AggregationRun) -> tuple[str, int, str]:
+    return (str(session.get_bind().engine.url), run.id, run.created_at.isoformat())
+
+
+def _remember_counts(
+    session: Session, run: AggregationRun, unit: str, counts: pd.DataFrame
+) -> None:
+    key = _run_key(session, run)
+    if key not in _COUNTS_CACHE:
+        _COUNTS_CACHE.clear()
+        _COUNTS_CACHE[key] = {}
+    _COUNTS_CACHE[key][unit] = counts
+
+
+def _run_counts(session: Session, run: AggregationRun) -> pd.DataFrame:
+    """Return every unit's counts of a run: from this process' memory, else from its parts."""
+    units = sorted(blocks.part_units(session, run.id) - {blocks.COUNTY_UNIT})
+    cached = _COUNTS_CACHE.get(_run_key(session, run), {})
+    missing = [u for u in units if u not in cached]
+    frames = {**{u: cached[u] for u in units if u in cached}}
+    frames.update(blocks.read_unit_parts(session, run.id, "counts", missing))
+    _COUNTS_CACHE.clear()  # the run is being finalised: free the memory
+    return blocks.concat_parts([frames[u] for u in units if u in frames])
+
+
+def _store_unit(
+    session: Session,
+    settings: Settings,
+    run: AggregationRun,
+    unit: Unit,
+    grids: list[int],
+    incidents: pd.DataFrame,
+    planned: bool,
+    base: dict[str, pd.DataFrame] | None,
+) -> None:
+    """Count ``grids``' incidents, store the unit's parts and record progress.
+
+    With ``base`` (an incremental run), the unit's other grids keep their rows from it.
+    """
+    taxonomy = load_taxonomy(settings.categories_file)
+    outside, coverage = _unit_coverage(session, run.id, grids, incidents)
+    incidents["outside_view"] = outside
+    counts = count_by_period(
+        incidents, settings.timezone, tuple(run.period_kinds), taxonomy.categories
+    )
+    # One part for all kinds: encoding cost is per column, not per row.
+    merged = pd.concat(
+        [frame.assign(period_kind=kind) for kind, frame in counts.items()], ignore_index=True
+    )
+    merged["period"] = pd.Categorical(merged["period"])
+    parts: dict[str, pd.DataFrame] = {}
+    if base is not None:
+        recounted = base["counts"]["area_id"].isin(grids)
+        parts["changed"] = _diff_periods(base["counts"][recounted], merged)
+        kept = base["counts"][~recounted]
+        merged = blocks.concat_parts([kept, merged])
+        for column in merged.columns:
+            if column.startswith(CATEGORY_PREFIX) or column in ADDITIVE:
+                merged[column] = merged[column].fillna(0).astype(np.int64)
+        kept_coverage = base["coverage"][~base["coverage"]["area_id"].isin(grids)]
+        coverage = pd.concat([kept_coverage, coverage], ignore_index=True)
+    parts.update({"counts": merged, "coverage": coverage})
+    blocks.write_parts(session, run.id, unit.label, parts)
+    _remember_counts(session, run, unit.label, merged)
+    if planned:
+        session.execute(
+            update(RunUnit)
+            .where(RunUnit.run_id == run.id, RunUnit.label == unit.label)
+            .values(done_at=datetime.now(UTC))
+        )
+    # Counted from the unit table, so a redelivered task is not counted twice.
+    done = session.scalar(
+        select(func.count())
+        .select_from(RunUnit)
+        .where(RunUnit.run_id == run.id, RunUnit.done_at.is_not(None))
+    )
+    session.execute(
+        update(AggregationRun)
+        .where(AggregationRun.id == run.id)
+        .values(townships_done=done, rows_read=AggregationRun.rows_read + len(incidents))
+    )
 
 
 #: Per-grid camera figures kept in the "current" block and summed up the tree.
@@ -483,10 +609,32 @@ def _merge(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     return left.merge(right, on=keys, how="outer")
 
 
-def _as_str_period(frame: pd.DataFrame) -> pd.DataFrame:
-    if not frame.empty and frame["period"].dtype != object:
-        frame = frame.assign(period=frame["period"].astype(str).astype(object))
-    return frame
+def _period_codes(frames: list[pd.DataFrame]) -> tuple[np.ndarray, list[pd.DataFrame]]:
+    """Replace the ``period`` labels of several frames by codes into one sorted label array."""
+    categorical = [
+        f["period"] if isinstance(f["period"].dtype, pd.CategoricalDtype) else None
+        for f in frames
+        if not f.empty
+    ]
+    distinct: set[str] = set()
+    for frame, cat in zip([f for f in frames if not f.empty], categorical, strict=True):
+        values = cat.cat.categories if cat is not None else frame["period"].unique()
+        distinct.update(str(v) for v in values)
+    labels = np.array(sorted(distinct), dtype=object)
+    coded = []
+    for frame in frames:
+        if frame.empty:
+            coded.append(frame)
+            continue
+        period = frame["period"]
+        if isinstance(period.dtype, pd.CategoricalDtype):
+            # map the frame's own categories onto the shared labels, then its codes
+            own = np.searchsorted(labels, period.cat.categories.astype(str).to_numpy())
+            codes = own[period.cat.codes.to_numpy()]
+        else:
+            codes = pd.Categorical(period.astype(str), categories=labels).codes
+        coded.append(frame.assign(period=np.asarray(codes, dtype=np.int64)))
+    return labels, coded
 
 
 def roll_up_levels(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -520,22 +668,35 @@ def roll_up_levels(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> dict[str
     return out
 
 
-def _changed_periods(
-    session: Session, base_run: int, run_id: int, units: list[str], kinds: Sequence[str]
-) -> dict[str, set[str]]:
-    """Return, per kind, the periods whose counts differ between two runs' versions of units."""
-    old = blocks.read_parts(session, base_run, "counts", units)
-    new = blocks.read_parts(session, run_id, "counts", units)
-    changed: dict[str, set[str]] = {kind: set() for kind in kinds}
+def _diff_periods(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Return the (``period_kind``, ``period``) whose grid rows differ between two counts."""
     if old.empty and new.empty:
-        return changed
+        return pd.DataFrame({"period_kind": [], "period": []}, dtype=object)
     columns = sorted(set(old.columns) | set(new.columns))
-    old = old.reindex(columns=columns).fillna(0)
-    new = new.reindex(columns=columns).fillna(0)
-    both = old.merge(new, how="outer", indicator=True)
+    old = old.reindex(columns=columns)
+    new = new.reindex(columns=columns)
+    for frame in (old, new):
+        for key in ("period", "period_kind"):
+            frame[key] = frame[key].astype(str)
+    both = old.fillna(0).merge(new.fillna(0), how="outer", indicator=True)
     differ = both.loc[both["_merge"] != "both", ["period_kind", "period"]]
-    for kind, period in differ.itertuples(index=False):
-        changed.setdefault(str(kind), set()).add(str(period))
+    return differ.drop_duplicates().reset_index(drop=True).astype(object)
+
+
+def _changed_periods(
+    session: Session, run_id: int, units: list[str], kinds: Sequence[str]
+) -> dict[str, set[str]] | None:
+    """Return, per kind, the periods an incremental run's recounted grids changed.
+
+    ``None`` (rewrite everything) when a unit has no record of what it changed.
+    """
+    found = blocks.read_unit_parts(session, run_id, "changed", units)
+    if set(found) != set(units):
+        return None
+    changed: dict[str, set[str]] = {kind: set() for kind in kinds}
+    for frame in found.values():
+        for kind, period in frame[["period_kind", "period"]].itertuples(index=False):
+            changed.setdefault(str(kind), set()).add(str(period))
     return changed
 
 
@@ -614,7 +775,7 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         changed = (
             None
             if base is None or fresh_patrol
-            else _changed_periods(session, base, run_id, own_units, kinds)
+            else _changed_periods(session, run_id, own_units, kinds)
         )
         clock.lap("finalize: patrol dosage")
 
@@ -622,7 +783,7 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         classes: dict[str, pd.Series] = {}
         counts_by_kind: dict[str, pd.DataFrame] = {}
         rows_written = 0
-        all_counts = blocks.read_parts(session, run_id, "counts")
+        all_counts = _run_counts(session, run)
         by_kind = (
             {str(k): f.drop(columns="period_kind") for k, f in all_counts.groupby("period_kind")}
             if not all_counts.empty
@@ -635,19 +796,23 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             hot, classes[kind] = countywide.hotspot_frame(
                 counts, grids, kind, today, None if changed is None else changed[kind]
             )
-            grid_rows = _merge(counts, _as_str_period(patrol.get(kind, pd.DataFrame())))
+            # Periods as integer codes: merging, grouping and sorting strings is slow.
+            pieces = [counts, patrol.get(kind, pd.DataFrame()), hot]
+            labels, coded = _period_codes(pieces)
+            grid_rows = _merge(coded[0], coded[1])
             if changed is not None:
-                grid_rows = grid_rows[grid_rows["period"].isin(changed[kind])]
+                wanted = np.flatnonzero(np.isin(labels, sorted(changed[kind])))
+                grid_rows = grid_rows[grid_rows["period"].isin(wanted)]
             if grid_rows.empty:
                 continue
-            grid_rows = _merge(grid_rows, hot)
+            grid_rows = _merge(grid_rows, coded[2])
             numeric = [
                 c for c in grid_rows.columns if c not in ("area_id", "period", *PER_GRID_ONLY)
             ]
             grid_rows[numeric] = grid_rows[numeric].fillna(0)
             levels = {"grid": grid_rows, **roll_up_levels(grid_rows, ancestors)}
             for level, frame in levels.items():
-                block_rows = list(blocks.block_rows(run_id, level, kind, frame))
+                block_rows = list(blocks.block_rows(run_id, level, kind, frame, labels))
                 rows_written += blocks.write_blocks(session, block_rows)
                 written.update((level, r["period"]) for r in block_rows)
             clock.lap(f"finalize: {kind}: Gi*, roll-up, blocks")
@@ -850,8 +1015,7 @@ def run_eager(engine: Engine, settings: Settings, request: RunRequest) -> dict[s
         units = plan_units(engine, run_id)
         start_run(engine, run_id, units, None)
         started = perf_counter()
-        for unit in units:
-            compute_unit(engine, settings, run_id, unit.grid_ids, unit.label)
+        compute_units(engine, settings, run_id, units)
         with session_scope(engine) as session:
             run = session.get(AggregationRun, run_id)
             assert run is not None

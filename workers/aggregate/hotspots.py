@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import shapely
-from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
@@ -101,6 +102,49 @@ def grid_weights(grids: gpd.GeoDataFrame, *, tolerance_m: float = 0.0) -> libpys
     """
     import libpysal  # deferred: importing libpysal takes ~0.7 s
 
+    adjacency = grid_adjacency(grids, tolerance_m=tolerance_m)
+    return libpysal.weights.WSP(adjacency.sparse, id_order=adjacency.id_order).to_W(
+        silence_warnings=True
+    )
+
+
+@dataclass
+class GridAdjacency:
+    """The binary contiguity of :func:`grid_weights` as a sparse matrix, without libpysal.
+
+    Has the two attributes of :class:`libpysal.weights.W` that Gi* and the emerging classes
+    read (``id_order`` and ``sparse``), plus ``neighbors``, so it can stand in for one there;
+    building it skips importing libpysal (over a second) and the dict-of-lists conversion.
+    """
+
+    id_order: list[Any]
+    sparse: sp.csr_matrix
+
+    @cached_property
+    def neighbors(self) -> dict[Any, list[Any]]:
+        """Each grid id's neighbour ids."""
+        ids = self.id_order
+        indptr, indices = self.sparse.indptr, self.sparse.indices
+        return {
+            ids[i]: [ids[j] for j in indices[indptr[i] : indptr[i + 1]]] for i in range(len(ids))
+        }
+
+
+def grid_adjacency(grids: gpd.GeoDataFrame, *, tolerance_m: float = 0.0) -> GridAdjacency:
+    """Build the neighbours of :func:`grid_weights` as a :class:`GridAdjacency`.
+
+    Parameters
+    ----------
+    grids : geopandas.GeoDataFrame
+        As for :func:`grid_weights`.
+    tolerance_m : float, optional
+        As for :func:`grid_weights`.
+
+    Returns
+    -------
+    GridAdjacency
+        Binary, symmetric, no self-weights; ``id_order`` is ``grids.index``.
+    """
     if not grids.index.is_unique:
         raise ValueError("grid ids (the GeoDataFrame index) must be unique")
     geoms = np.asarray(grids.geometry.values, dtype=object)
@@ -132,7 +176,7 @@ def grid_weights(grids: gpd.GeoDataFrame, *, tolerance_m: float = 0.0) -> libpys
     adjacency = sp.csr_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
     adjacency.sum_duplicates()
     adjacency.data[:] = 1.0
-    return libpysal.weights.WSP(adjacency, id_order=ids).to_W(silence_warnings=True)
+    return GridAdjacency(ids, adjacency)
 
 
 def _nearest_by_centroid(
@@ -484,6 +528,8 @@ def kde_surface(
         weights=mass[inside],
         minlength=padded_rows * padded_cols,
     ).reshape(padded_rows, padded_cols)
+    from scipy.signal import fftconvolve  # deferred: scipy.signal takes ~1 s to import
+
     smoothed = fftconvolve(binned, stencil, mode="same")
     cell_area_km2 = (cell_m / 1000.0) ** 2
     density = smoothed[margin : margin + rows, margin : margin + cols] / cell_area_km2

@@ -8,7 +8,8 @@ and the county is a plain group-by sum, and ratios are derived only at the end.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -123,6 +124,15 @@ def incident_counts(
     return counts
 
 
+@lru_cache(maxsize=65_536)
+def _label(day_number: int, kind: PeriodKind) -> str:
+    """Return the label of the period of ``kind`` holding day ``day_number`` (days since 1970)."""
+    return period_of(EPOCH_DAY + timedelta(days=day_number), kind).label
+
+
+EPOCH_DAY = date(1970, 1, 1)
+
+
 def count_by_period(
     incidents: pd.DataFrame,
     tz: ZoneInfo,
@@ -137,8 +147,10 @@ def count_by_period(
     Parameters
     ----------
     incidents : pandas.DataFrame
-        As for :func:`incident_counts`; boolean ``has_solved_at`` and ``victim_notified``
-        columns may stand in for ``solved_at`` and ``victim_notified_at``.
+        As for :func:`incident_counts`; or, as the engine reads them, ``occurred_s`` (epoch
+        seconds) for ``occurred_at`` and booleans ``is_patrol``, ``is_solved`` (status solved
+        or closed, or a solved time) and ``victim_notified`` for the source and status
+        columns.
     tz : zoneinfo.ZoneInfo
         Zone in which periods and night hours are cut.
     kinds : sequence of str
@@ -154,28 +166,32 @@ def count_by_period(
     """
     frame = incidents[incidents["grid_id"].notna()]
     wanted = list(dict.fromkeys(categories))
-    present = sorted(set(frame["category"].dropna().astype(str)) - set(wanted))
+    category_codes, category_values = pd.factorize(frame["category"].to_numpy(dtype=object))
+    present = sorted({str(v) for v in category_values} - set(wanted))
     cat_names = wanted + present
     columns = ["area_id", "period", *ADDITIVE, *(f"{CATEGORY_PREFIX}{c}" for c in cat_names)]
     if frame.empty:
         return {kind: pd.DataFrame(columns=columns) for kind in kinds}
-    local = pd.DatetimeIndex(pd.to_datetime(frame["occurred_at"], utc=True)).tz_convert(tz)
+    if "occurred_s" in frame:
+        occurred = pd.to_datetime(frame["occurred_s"].to_numpy(dtype=np.int64), unit="s", utc=True)
+    else:
+        occurred = pd.to_datetime(frame["occurred_at"], utc=True)
+    local = pd.DatetimeIndex(occurred).tz_convert(tz)
     hours = local.hour.to_numpy()
-    source = frame["source"].to_numpy()
-    has_solved_at = (
-        frame["has_solved_at"].to_numpy(dtype=bool)
-        if "has_solved_at" in frame
-        else frame["solved_at"].notna().to_numpy()
-    )
-    notified = (
-        frame["victim_notified"].to_numpy(dtype=bool)
-        if "victim_notified" in frame
-        else frame["victim_notified_at"].notna().to_numpy()
-    )
-    solved = frame["status"].isin(("solved", "closed")).to_numpy() | has_solved_at
+    if "is_patrol" in frame:
+        patrol = frame["is_patrol"].to_numpy(dtype=bool)
+        solved = frame["is_solved"].to_numpy(dtype=bool)
+        notified = frame["victim_notified"].to_numpy(dtype=bool)
+    else:
+        patrol = (frame["source"] == "patrol").to_numpy(dtype=bool)
+        solved = (
+            frame["status"].isin(("solved", "closed")).to_numpy()
+            | frame["solved_at"].notna().to_numpy()
+        )
+        notified = frame["victim_notified_at"].notna().to_numpy()
     flags = {
-        "incidents_reported": source != "patrol",
-        "incidents_patrol": source == "patrol",
+        "incidents_reported": ~patrol,
+        "incidents_patrol": patrol,
         "incidents_night": (hours >= NIGHT_START_HOUR) | (hours < NIGHT_END_HOUR),
         "incidents_solved": solved,
         "solved_not_notified": solved & ~notified,
@@ -185,14 +201,16 @@ def count_by_period(
             else np.zeros(len(frame), dtype=bool)
         ),
     }
-    cat_code = pd.Categorical(frame["category"], categories=cat_names).codes.astype(np.int64)
+    position = {name: i for i, name in enumerate(cat_names)}
+    value_position = np.array([position[str(v)] for v in category_values], dtype=np.int64)
+    cat_code = value_position[category_codes] if len(category_values) else category_codes
     grid_code, grid_values = pd.factorize(frame["grid_id"].astype("int64"), sort=True)
     days = local.tz_localize(None).values.astype("datetime64[D]")
     unique_days, day_code = np.unique(days, return_inverse=True)
     out: dict[str, pd.DataFrame] = {}
     n_cats = len(cat_names)
     for kind in kinds:
-        day_labels = [period_of(date.fromisoformat(str(d)), kind).label for d in unique_days]
+        day_labels = [_label(int(d), kind) for d in unique_days.astype(np.int64)]
         labels, label_of_day = np.unique(np.array(day_labels, dtype=object), return_inverse=True)
         key = grid_code.astype(np.int64) * len(labels) + label_of_day[day_code]
         keys, row = np.unique(key, return_inverse=True)

@@ -8,15 +8,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, String, cast, create_engine, event
+from sqlalchemy import BigInteger, Engine, String, cast, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.functions import FunctionElement
 
 
 class DatabaseError(RuntimeError):
@@ -134,11 +137,57 @@ def read_frame(session: Session, stmt: Any, names: list[str]) -> pd.DataFrame:
 
     Rows come straight from the DB-API cursor as tuples: no ORM loading, no per-row
     ``Row`` objects and no result type processing, which dominate reading millions of rows.
-    Select only numbers, strings and booleans here (times through :func:`utc_text`).
+    Select only numbers, strings and booleans here (times through :func:`utc_text` or
+    :class:`epoch_seconds`). Text columns stay plain ``object`` columns.
     """
     result = session.connection().execute(stmt)
     try:
         rows = result.cursor.fetchall() if result.cursor is not None else []
     finally:
         result.close()
-    return pd.DataFrame.from_records(rows, columns=names, nrows=len(rows))
+    if not rows:
+        return pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
+    # One object matrix, then a cast per column: several times faster than zip(*rows).
+    table = np.empty((len(rows), len(names)), dtype=object)
+    table[:] = rows
+    columns = {}
+    for i, name in enumerate(names):
+        values = table[:, i]
+        first = values[0]
+        array = values.copy()
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            try:
+                as_float = values.astype(float)  # NULL becomes NaN
+            except (TypeError, ValueError):
+                as_float = None  # text mixed in: leave the column as it came
+            if as_float is not None:
+                array = as_float
+                whole = isinstance(first, int) and not np.isnan(as_float).any()
+                if whole and bool((as_float == np.round(as_float)).all()):
+                    array = values.astype(np.int64)  # integers without NULLs stay exact
+        columns[name] = pd.Series(array, dtype=array.dtype, copy=False)
+    return pd.DataFrame(columns, copy=False)
+
+
+class epoch_seconds(FunctionElement[int]):  # noqa: N801 - used like a SQL function
+    """Whole seconds since 1970-01-01 UTC of a :class:`UTCDateTime` column, computed in SQL.
+
+    Exact (fractions are cut, which never moves an instant across a day or hour boundary)
+    and far cheaper to fetch in bulk than a ``datetime`` per row.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    # SQLite's %s rounds fractional seconds; cut them off first (stored as text, UTC).
+    inner = compiler.process(element.clauses, **kw)
+    return f"CAST(strftime('%s', substr({inner}, 1, 19)) AS INTEGER)"
+
+
+@compiles(epoch_seconds, "postgresql")
+def _epoch_postgresql(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    return f"CAST(EXTRACT(EPOCH FROM date_trunc('second', {inner})) AS BIGINT)"

@@ -181,3 +181,31 @@ def test_worker_and_beat_settings(tmp_path):
     for bad in ("25:00", "noon", "2:61"):
         with pytest.raises(ConfigError, match="GRIDWATCH_NIGHTLY_AT"):
             make_settings(tmp_path, GRIDWATCH_NIGHTLY_AT=bad)
+
+
+def test_tiles_setting(tmp_path):
+    from gridwatch.config import TileSource
+
+    assert load_settings({}).tiles == TileSource("none")
+    assert load_settings({"GRIDWATCH_TILES": "none"}).tiles.kind == "none"
+    template = "http://pgis.local/tiles/{z}/{x}/{y}.png"
+    assert load_settings({"GRIDWATCH_TILES": template}).tiles == TileSource("xyz", template)
+    assert load_settings({"GRIDWATCH_TILES": "/t/{z}/{x}/{y}.png"}).tiles.kind == "xyz"
+    with pytest.raises(ConfigError, match=r"GRIDWATCH_TILES.*lacks \{y\}"):
+        load_settings({"GRIDWATCH_TILES": "http://pgis.local/{z}/{x}.png"})
+    with pytest.raises(ConfigError, match="GRIDWATCH_TILES.*does not exist"):
+        load_settings({"GRIDWATCH_TILES": str(tmp_path / "missing.mbtiles")})
+    not_sqlite = tmp_path / "bad.mbtiles"
+    not_sqlite.write_text("hello", "utf-8")
+    with pytest.raises(ConfigError, match="GRIDWATCH_TILES is not an MBTiles file"):
+        load_settings({"GRIDWATCH_TILES": str(not_sqlite)})
+    with pytest.raises(ConfigError, match="GRIDWATCH_TILES must be none"):
+        load_settings({"GRIDWATCH_TILES": "osm"})
+    import sqlite3
+
+    good = tmp_path / "base.mbtiles"
+    with sqlite3.connect(good) as db:
+        db.execute("CREATE TABLE tiles (zoom_level, tile_column, tile_row, tile_data)")
+    assert load_settings({"GRIDWATCH_TILES": str(good)}).tiles == TileSource(
+        "mbtiles", mbtiles_path=good
+    )

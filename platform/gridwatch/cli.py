@@ -668,6 +668,282 @@ DEMO_USER = "demo"
 
 
 @main.group()
+def survey() -> None:
+    """Survey indicators, rankings, the accountability ladder and priorities (安全感测评)."""
+
+
+def _targeting_errors(func: F) -> F:
+    """Turn bad periods, rule files and options into one sentence."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gridwatch.periods import PeriodError
+        from gridwatch.targeting.rules import RulesError
+        from gridwatch.taxonomy import TaxonomyError
+        from gridwatch.workers.engine import RunError
+
+        try:
+            return func(*args, **kwargs)
+        except (PeriodError, RulesError, TaxonomyError, RunError) as exc:
+            raise UserFacingError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _survey_quarter(ctx: click.Context, engine: Any, quarter: str | None) -> str:
+    """Return ``quarter`` or, when not given, the newest survey wave."""
+    from gridwatch.periods import parse_period
+    from gridwatch.targeting.indicators import survey_periods
+
+    if quarter:
+        return parse_period(quarter).label
+    waves = survey_periods(engine)
+    if not waves:
+        raise UserFacingError("no survey imported yet — `gridwatch import surveys FILE` first")
+    return waves[-1]
+
+
+def _pad(text: str, width: int) -> str:
+    """Cut or pad ``text`` to ``width`` terminal columns (Chinese characters take two)."""
+    import unicodedata
+
+    out, used = "", 0
+    for char in text:
+        size = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        if used + size > width:
+            break
+        out, used = out + char, used + size
+    return out + " " * (width - used)
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f"{low:.1f}–{high:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+@survey.command("indicators")
+@click.option("--level", default="township", show_default=True, help="Area level.")
+@click.option("--quarter", "--wave", "quarter", help="Survey wave, e.g. 2026Q3 (default: newest).")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "results", "responses"]),
+    default="auto",
+    show_default=True,
+    help="auto: published results where imported, raw responses otherwise.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_indicators_command(
+    ctx: click.Context, level: str, quarter: str | None, source: str, as_json: bool
+) -> None:
+    """Survey figures per area with 95 % intervals and fieldwork quality flags."""
+    from gridwatch.targeting.indicators import indicator_table
+    from gridwatch.targeting.ladder import accountability_rules
+    from gridwatch.taxonomy import load_survey_factors
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    label = _survey_quarter(ctx, engine, quarter)
+    rules = accountability_rules(settings)
+    names = {f.code: f.zh for f in load_survey_factors(settings.survey_factors_file).values()}
+    rows = indicator_table(engine, level, [label], names, rules.quality, source)[label]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no survey figures for {level} areas in {label}")
+        return
+    click.echo(f"{label} survey indicators, {level} (source: {source}; 95 % Wilson intervals)")
+    click.echo(
+        f"{'area':14} {_pad('name', 10)} {'n':>5}  {'安全感':>6} {'95% CI':>11}  "
+        f"{'满意度':>6} {'知晓率':>6} {'参与率':>6}  top factor  flags"
+    )
+    for r in rows:
+        top = r["factors"][0] if r["factors"] else None
+        click.echo(
+            f"{r['area_code']:14} {_pad(r['area_name'], 10)} {r['respondents'] or '':>5}  "
+            f"{_pct(r['security_pct']):>6} "
+            f"{_ci(r['security_ci_low'], r['security_ci_high']):>11}  "
+            f"{_pct(r['satisfaction_pct']):>6} {_pct(r['awareness_pct']):>6} "
+            f"{_pct(r['participation_pct']):>6}  "
+            f"{(top['name'] + ' ' + format(top['share_pct'], '.0f') + '%') if top else '':12}"
+            f"{','.join(r['quality']['flags'])}"
+        )
+
+
+@survey.command("ranking")
+@click.option("--quarter", "--wave", "quarter", help="Survey wave, e.g. 2026Q3 (default: newest).")
+@click.option(
+    "--level", default=None, help="Level to rank (default: the ladder's, township; or county)."
+)
+@click.option("--replicates", default=1000, show_default=True, help="Bootstrap replicates.")
+@click.option("--seed", default=20260, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_ranking_command(
+    ctx: click.Context,
+    quarter: str | None,
+    level: str | None,
+    replicates: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Rank areas by single-item security with bootstrap rank intervals and ladder status."""
+    from gridwatch.targeting.ranking import survey_ranking
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    label = _survey_quarter(ctx, engine, quarter)
+    if replicates < 1:
+        raise UserFacingError("--replicates must be at least 1")
+    result = survey_ranking(engine, settings, label, level, replicates, seed)
+    if as_json:
+        emit_json(result)
+        return
+    score = result["score"]
+    if not result["rows"]:
+        click.echo(f"no survey scores for {result['level']} areas in {result['period']}", err=True)
+        return
+    click.echo(
+        f"{result['period']} {result['level']} ranking by {score}: {result['ranked']} ranked, "
+        f"bottom {result['bottom_n']}, {result['replicates']} bootstrap replicates (seed "
+        f"{result['seed']}); red line {result['red_line_pct']:g} %, target "
+        f"{result['target_pct']:g} %"
+    )
+    click.echo(
+        f"{'rank':>4} {'area':14} {_pad('name', 10)} {score[:8]:>8} {'95% CI':>11} "
+        f"{'rank 95%':>8} {'P(bottom)':>9}  status"
+    )
+    for r in result["rows"]:
+        note = ""
+        if r["bottom_within_noise"]:
+            note = "  (bottom place within the noise)"
+        elif r["may_be_bottom"]:
+            note = "  (may belong in the bottom)"
+        click.echo(
+            f"{r['rank']:>4} {r['area_code']:14} {_pad(r['area_name'], 10)} {r[score]:>8.2f} "
+            f"{_ci(r['ci_low'], r['ci_high']):>11} {r['rank_best']:>3}–{r['rank_worst']:<4} "
+            f"{_num(r['bottom_probability']):>9}"
+            f"  {r['status_zh'] or ''}{note}"
+        )
+
+
+@survey.command("ladder")
+@click.option("--all", "show_all", is_flag=True, help="List townships that never had a status.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_ladder_command(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Accountability ladder: status history per township, county titles."""
+    from gridwatch.targeting.ladder import STATUS_ZH, ladder_report
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    report = ladder_report(engine, settings)
+    if as_json:
+        emit_json(report)
+        return
+    rules = report["rules"]
+    quarters = report["quarters"]
+    click.echo(
+        f"accountability ladder ({rules['level']}, bottom {rules['bottom_n']} by "
+        f"{rules['score']}): 约谈 after {rules['summons_after']}, 黄牌 after "
+        f"{rules['yellow_card_after']}, 挂牌 after {rules['listed_after']} quarters in a row; "
+        f"一票否决 when listed {rules['veto_listings']}× within {rules['veto_within_quarters']} "
+        f"quarters or annual < {rules['veto_annual_below']:g} for "
+        f"{rules['veto_annual_years']} years"
+    )
+    click.echo(f"{'area':14} {_pad('name', 10)} " + " ".join(f"{q:>12}" for q in quarters))
+    for t in report["townships"]:
+        if not show_all and all(h["status"] == "none" for h in t["history"]):
+            continue
+        by_period = {h["period"]: h for h in t["history"]}
+        cells = []
+        for q in quarters:
+            h = by_period.get(q)
+            cell = "" if h is None or h["score"] is None else f"{h['score']:.1f}"
+            if h is not None and h["status"] != "none":
+                cell += " " + STATUS_ZH[h["status"]]
+            cells.append(f"{cell:>12}")
+        click.echo(f"{t['area_code']:14} {_pad(t['area_name'], 10)} " + " ".join(cells))
+    for county in report["counties"]:
+        years = ", ".join(
+            f"{y['year']}: {y['annual_score']:.2f}"
+            + (
+                " (provisional, {} quarters)".format(y["quarters"])
+                if not y["complete"]
+                else (" 平安县" if y["safe_county"] else " loses the safe-county title")
+            )
+            for y in county["years"]
+        )
+        below = [q["period"] for q in county["quarters"] if q["below_red_line"]]
+        click.echo(
+            f"county {county['area_code']} {county['area_name']}: annual {years}"
+            + (f"; below the red line in {', '.join(below)}" if below else "")
+        )
+
+
+@survey.command("priorities")
+@click.option("--quarter", "--wave", "quarter", help="Survey wave, e.g. 2026Q3 (default: newest).")
+@click.option("--level", default="village", show_default=True, help="village or township.")
+@click.option("--limit", default=20, show_default=True, help="Areas to print (text output).")
+@click.option("--json", "as_json", is_flag=True, help="Print every area as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_priorities_command(
+    ctx: click.Context, quarter: str | None, level: str, limit: int, as_json: bool
+) -> None:
+    """Priority index per area, explained in words and numbers."""
+    from gridwatch.targeting.linkage import priorities
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    label = _survey_quarter(ctx, engine, quarter)
+    result = priorities(engine, settings, label, level)
+    if as_json:
+        emit_json(result)
+        return
+    if not result["rows"]:
+        click.echo(
+            f"no {level} has both survey figures and published metrics for {label} — "
+            "import the survey and run `gridwatch aggregate`",
+            err=True,
+        )
+        return
+    used = [
+        f"{c['name']} {c['weight']:g}"
+        + ("" if c["association"] is None else f" (ρ {c['association']['rho']})")
+        for c in result["components"]
+        if c["used"]
+    ]
+    dropped = [c["name"] for c in result["components"] if not c["used"]]
+    click.echo(f"{result['period']} {level} priorities; index from: {', '.join(used)}")
+    if dropped:
+        click.echo(f"  left out (association with security does not hold): {', '.join(dropped)}")
+    for r in result["rows"][:limit]:
+        click.echo(f"{r['rank']:>4}. [{r['priority_index']:5.1f}] {r['explanation']}")
+    if len(result["rows"]) > limit:
+        click.echo(f"  … {len(result['rows']) - limit} more (use --json or --limit)")
+
+
+@main.group()
 def users() -> None:
     """Create and manage web users and their API tokens."""
 

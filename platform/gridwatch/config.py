@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,26 @@ DEFAULT_LEVELS = ("county", "township", "village", "grid")
 
 class ConfigError(ValueError):
     """A ``GRIDWATCH_*`` setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where the maps' basemap comes from (``GRIDWATCH_TILES``).
+
+    Attributes
+    ----------
+    kind : str
+        ``none`` (no basemap: the grid polygons are the map), ``xyz`` (an intranet tile
+        server) or ``mbtiles`` (a local file the app serves at ``/tiles/{z}/{x}/{y}.png``).
+    url_template : str
+        For ``xyz``: the URL template with ``{z}``, ``{x}`` and ``{y}``.
+    mbtiles_path : pathlib.Path or None
+        For ``mbtiles``: the file.
+    """
+
+    kind: str = "none"
+    url_template: str = ""
+    mbtiles_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,9 @@ class Settings:
         ``(minx, miny, maxx, maxy)`` in WGS84; imported points outside it are rejected.
     categories_file, survey_factors_file : pathlib.Path or None
         Local replacements for the shipped category taxonomy and survey factor list.
+    accountability_rules_file, factor_map_file : pathlib.Path or None
+        Local replacements for the shipped accountability ladder rules and the map from
+        survey factors to incident categories and levers.
     area_levels : tuple of str
         Area levels from the top down.
     import_chunk_size : int
@@ -66,6 +90,8 @@ class Settings:
         Reverse proxies in front of the web app whose ``X-Forwarded-*`` headers are trusted
         (0: none). The client address counts failed sign-ins, so behind a proxy this must be
         set, or every user shares the proxy's address.
+    tiles : TileSource
+        The maps' basemap (none by default).
     """
 
     database_url: str
@@ -76,6 +102,8 @@ class Settings:
     county_extent: tuple[float, float, float, float] | None = None
     categories_file: Path | None = None
     survey_factors_file: Path | None = None
+    accountability_rules_file: Path | None = None
+    factor_map_file: Path | None = None
     area_levels: tuple[str, ...] = DEFAULT_LEVELS
     import_chunk_size: int = 20_000
     task_visibility_timeout: int = 600
@@ -85,6 +113,7 @@ class Settings:
     run_stale_seconds: int = 1800
     secure_cookies: bool = True
     proxy_hops: int = 0
+    tiles: TileSource = field(default_factory=TileSource)
     secret_key_generated: bool = False
 
     @property
@@ -214,6 +243,42 @@ def _read_bool(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
+def _read_tiles(raw: str | None) -> TileSource:
+    value = (raw or "").strip()
+    if not value or value.lower() == "none":
+        return TileSource()
+    if "{z}" in value or value.startswith(("http://", "https://")):
+        if not value.startswith(("http://", "https://", "/")):
+            raise ConfigError(
+                f"GRIDWATCH_TILES must be an http(s):// or /absolute URL template: {value!r}"
+            )
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in value]
+        if missing:
+            raise ConfigError(
+                f"GRIDWATCH_TILES URL template lacks {', '.join(missing)}: {value!r}"
+            )
+        return TileSource("xyz", url_template=value)
+    path = Path(value)
+    if path.suffix.lower() != ".mbtiles":
+        raise ConfigError(
+            "GRIDWATCH_TILES must be none, an XYZ URL template with {z}, {x} and {y}, "
+            f"or the path of a .mbtiles file: {value!r}"
+        )
+    if not path.is_file():
+        raise ConfigError(f"GRIDWATCH_TILES names an MBTiles file that does not exist: {value!r}")
+    try:
+        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT zoom_level, tile_column, tile_row FROM tiles LIMIT 1")
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"GRIDWATCH_TILES is not an MBTiles file (no readable tiles table): {value!r}"
+        ) from exc
+    return TileSource("mbtiles", mbtiles_path=path)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every ``GRIDWATCH_*`` setting.
 
@@ -255,6 +320,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         survey_factors_file=_read_optional_file(
             "GRIDWATCH_SURVEY_FACTORS_FILE", env.get("GRIDWATCH_SURVEY_FACTORS_FILE")
         ),
+        accountability_rules_file=_read_optional_file(
+            "GRIDWATCH_ACCOUNTABILITY_RULES_FILE", env.get("GRIDWATCH_ACCOUNTABILITY_RULES_FILE")
+        ),
+        factor_map_file=_read_optional_file(
+            "GRIDWATCH_FACTOR_MAP_FILE", env.get("GRIDWATCH_FACTOR_MAP_FILE")
+        ),
         area_levels=_read_levels(env.get("GRIDWATCH_AREA_LEVELS")),
         import_chunk_size=_read_positive_int(
             "GRIDWATCH_IMPORT_CHUNK_SIZE", env.get("GRIDWATCH_IMPORT_CHUNK_SIZE"), 20_000
@@ -274,6 +345,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "GRIDWATCH_SECURE_COOKIES", env.get("GRIDWATCH_SECURE_COOKIES"), True
         ),
         proxy_hops=_read_count("GRIDWATCH_PROXY_HOPS", env.get("GRIDWATCH_PROXY_HOPS"), 0),
+        tiles=_read_tiles(env.get("GRIDWATCH_TILES")),
         secret_key_generated=generated,
     )
 

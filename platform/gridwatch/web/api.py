@@ -7,13 +7,16 @@ users token``) or the session cookie of a signed-in browser.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from werkzeug.wrappers import Response
 
 from gridwatch.areas import area_records
-from gridwatch.periods import PeriodError
+from gridwatch.mapdata import blind_spots_geojson, hotspots_geojson, metrics_geojson
+from gridwatch.periods import PeriodError, parse_period
 from gridwatch.web.access import (
     area_tree,
     current_jurisdiction,
@@ -21,6 +24,8 @@ from gridwatch.web.access import (
     visible_area_or_404,
 )
 from gridwatch.web.extensions import state
+from gridwatch.web.mapcache import map_cache
+from gridwatch.web.maps import cache_key, scope_ids
 from gridwatch.web.openapi import openapi_document
 from gridwatch.workers.engine import RunError, list_runs, read_metrics
 
@@ -130,3 +135,64 @@ def runs() -> Response:
     if not 1 <= limit <= MAX_RUNS:
         _bad_request(f"limit must be a whole number from 1 to {MAX_RUNS}")
     return jsonify(list_runs(state().engine, limit))
+
+
+# -- map layers as GeoJSON ------------------------------------------------------------------
+
+
+def _period_arg() -> str:
+    period = request.args.get("period", "").strip()
+    if not period:
+        _bad_request("the query parameter 'period' is required")
+    try:
+        return parse_period(period).label
+    except PeriodError as exc:
+        _bad_request(str(exc))
+        raise
+
+
+def _scope() -> tuple[str | None, frozenset[int]]:
+    code = request.args.get("area", "").strip() or None
+    area = visible_area_or_404(code) if code is not None else None
+    return code, scope_ids(area)
+
+
+def _geojson(kind: str, params: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> Response:
+    body = map_cache().get_or_build(
+        cache_key(kind, *params),
+        lambda: json.dumps(build(), ensure_ascii=False, separators=(",", ":")),
+    )
+    return Response(body, mimetype="application/geo+json")
+
+
+@bp.get("/geo/metrics")
+@login_required
+def geo_metrics() -> Response:
+    """Return the published metrics of ``level`` and ``period`` as GeoJSON polygons."""
+    level = _level_arg(required=True)
+    assert level is not None
+    period = _period_arg()
+    code, ids = _scope()
+    engine = state().engine
+    return _geojson(
+        "geo.metrics", (level, period, code), lambda: metrics_geojson(engine, ids, level, period)
+    )
+
+
+@bp.get("/geo/hotspots")
+@login_required
+def geo_hotspots() -> Response:
+    """Return the grids that are significant Gi* hot or cold spots in ``period``."""
+    period = _period_arg()
+    code, ids = _scope()
+    engine = state().engine
+    return _geojson("geo.hotspots", (period, code), lambda: hotspots_geojson(engine, ids, period))
+
+
+@bp.get("/geo/blind-spots")
+@login_required
+def geo_blind_spots() -> Response:
+    """Return the part of each grid that no working camera sees (newest published run)."""
+    code, ids = _scope()
+    engine = state().engine
+    return _geojson("geo.blind_spots", (code,), lambda: blind_spots_geojson(engine, ids))

@@ -31,6 +31,18 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_PERIOD = "2026, 2026Q3, 2026-07, 2026-W27 or 2026-07-04."
+
+
+def _geojson(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/geo+json": {"schema": {"$ref": "#/components/schemas/FeatureCollection"}}
+        },
+    }
+
+
 def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
     """Return the OpenAPI document; ``levels`` are the configured area levels."""
     not_found = {"$ref": "#/components/responses/NotFound"}
@@ -41,8 +53,8 @@ def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
             "title": "GridWatch API",
             "version": __version__,
             "description": (
-                "Areas, published metrics and aggregation runs, filtered to the caller's "
-                "jurisdiction. An area outside it answers 404 like an unknown one."
+                "Areas, published metrics, map layers and aggregation runs, filtered to the "
+                "caller's jurisdiction. An area outside it answers 404 like an unknown one."
             ),
         },
         "servers": [{"url": "/api/v1"}],
@@ -104,6 +116,62 @@ def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
                             "One object per area, by code.",
                         ),
                         "400": bad_request,
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/geo/metrics": {
+                "get": {
+                    "summary": "Published metrics of a level as GeoJSON polygons",
+                    "description": (
+                        "One feature per visible area of `level`; its properties are the "
+                        "object of `gridwatch metrics --json` plus `name`. Polygons are "
+                        "simplified (about 5 m) and rounded to 5 decimals."
+                    ),
+                    "operationId": "geoMetrics",
+                    "parameters": [
+                        _param("level", "Area level.", required=True, enum=list(levels)),
+                        _param("period", _PERIOD, required=True),
+                        _param("area", "Only this area's part of the jurisdiction."),
+                    ],
+                    "responses": {
+                        "200": _geojson("Areas with their metrics."),
+                        "400": bad_request,
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/geo/hotspots": {
+                "get": {
+                    "summary": "Grids that are significant Gi* hot or cold spots",
+                    "description": (
+                        "Properties: `code, name, hotspot` (hot_99 … cold_99), `gi_star_z`, "
+                        "`gi_star_q` (Benjamini-Hochberg), `hotspot_class` (emerging trend) "
+                        "and `incidents_total`."
+                    ),
+                    "operationId": "geoHotspots",
+                    "parameters": [
+                        _param("period", _PERIOD, required=True),
+                        _param("area", "Only this area's part of the jurisdiction."),
+                    ],
+                    "responses": {
+                        "200": _geojson("Hot and cold spots."),
+                        "400": bad_request,
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/geo/blind-spots": {
+                "get": {
+                    "summary": "The part of each grid that no working camera sees",
+                    "description": "Properties: `code, name` of the grid (newest run).",
+                    "operationId": "geoBlindSpots",
+                    "parameters": [_param("area", "Only this area's part of the jurisdiction.")],
+                    "responses": {
+                        "200": _geojson("Camera blind spots."),
                         "404": not_found,
                         **_ERRORS,
                     },
@@ -208,6 +276,26 @@ def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
                         },
                     },
                     "additionalProperties": True,
+                },
+                "FeatureCollection": {
+                    "type": "object",
+                    "description": "GeoJSON (RFC 7946) in WGS84.",
+                    "required": ["type", "features"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["FeatureCollection"]},
+                        "features": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["type", "geometry", "properties"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["Feature"]},
+                                    "geometry": {"type": "object"},
+                                    "properties": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
                 },
                 "Run": {
                     "type": "object",

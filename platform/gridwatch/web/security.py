@@ -9,21 +9,31 @@ need ``'unsafe-inline'``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import request
 from werkzeug.wrappers import Response
 
-STATIC_PREFIXES = ("/static/", "/maps/assets/")
+STATIC_PREFIXES = ("/static/", "/maps/assets/", "/tiles/")
 
 
-def content_security_policy(script_nonce: str | None = None) -> str:
-    """Return the CSP header value; ``script_nonce`` also allows inline scripts bearing it."""
-    scripts = "'self'" + (f" 'nonce-{script_nonce}'" if script_nonce else "")
+def content_security_policy(
+    script_nonce: str | None = None, img_sources: Sequence[str] = ()
+) -> str:
+    """Return the CSP header value.
+
+    ``script_nonce`` also allows the inline ``<script>`` and ``<style>`` elements bearing it
+    (a map document); ``img_sources`` adds origins images may come from (a basemap's tile
+    server on another host).
+    """
+    nonce = f" 'nonce-{script_nonce}'" if script_nonce else ""
+    images = " ".join(["'self'", "data:", "blob:", *img_sources])
     return "; ".join(
         [
             "default-src 'self'",
-            f"script-src {scripts}",
-            "style-src 'self'",
-            "img-src 'self' data: blob:",
+            f"script-src 'self'{nonce}",
+            f"style-src 'self'{nonce}",
+            f"img-src {images}",
             "font-src 'self'",
             "connect-src 'self'",
             "object-src 'none'",

@@ -1,0 +1,134 @@
+"""Incident heat layers that stay small however many incidents there are.
+
+Two forms, both aggregated on the server: the run's kernel-density raster drawn as one PNG
+image overlay (a few tens of kB for a county), and, for one category group, weighted points
+pre-binned per grid for Leaflet.heat. Raw incidents never reach the page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import folium
+import numpy as np
+from folium.plugins import HeatMap
+
+from gridwatch.maps.layers import COORD_DIGITS
+
+#: Colour stops of the heat ramp (value 0 → 1), RGB.
+HEAT_STOPS = np.array(
+    [[255, 255, 178], [254, 204, 92], [253, 141, 60], [240, 59, 32], [189, 0, 38]], dtype=float
+)
+#: Cells below this share of the top value stay transparent.
+HEAT_FLOOR = 0.04
+#: Leaflet.heat's gradient, matching :data:`HEAT_STOPS`.
+HEAT_GRADIENT = {0.2: "#ffffb2", 0.4: "#fecc5c", 0.6: "#fd8d3c", 0.8: "#f03b20", 1.0: "#bd0026"}
+
+
+@dataclass(frozen=True)
+class DensityRaster:
+    """A kernel-density raster: ``values`` rows run north to south, columns west to east.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        2-D float array (incidents per km²); ``nan`` or 0 where nothing is shown.
+    west, south, east, north : float
+        Outer edges of the raster in WGS84 degrees.
+    """
+
+    values: np.ndarray
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the longitudes of the columns' and latitudes of the rows' centres."""
+        rows, cols = self.values.shape
+        dx = (self.east - self.west) / cols
+        dy = (self.north - self.south) / rows
+        lon = self.west + dx * (np.arange(cols) + 0.5)
+        lat = self.north - dy * (np.arange(rows) + 0.5)
+        return lon, lat
+
+
+def _mercator_y(lat: np.ndarray) -> np.ndarray:
+    return np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+
+
+def _to_web_mercator_rows(image: np.ndarray, south: float, north: float) -> np.ndarray:
+    # Leaflet stretches an image overlay linearly in Web Mercator, while the raster's rows are
+    # evenly spaced in latitude: resample the rows (nearest) so each lands at its latitude.
+    rows = image.shape[0]
+    y = np.linspace(_mercator_y(np.array(north)), _mercator_y(np.array(south)), rows)
+    lat = np.degrees(2 * np.arctan(np.exp(y)) - np.pi / 2)
+    source = np.clip(((north - lat) / (north - south) * rows).astype(int), 0, rows - 1)
+    return image[source]
+
+
+def density_image(raster: DensityRaster, opacity: float = 0.8) -> np.ndarray:
+    """Colour the raster as an RGBA ``uint8`` image (transparent where the density is low)."""
+    values = np.nan_to_num(np.asarray(raster.values, dtype=float), nan=0.0)
+    positive = values[values > 0]
+    top = float(np.quantile(positive, 0.995)) if positive.size else 0.0
+    scaled = np.clip(values / top, 0.0, 1.0) if top > 0 else np.zeros_like(values)
+    position = scaled * (len(HEAT_STOPS) - 1)
+    low = np.floor(position).astype(int).clip(0, len(HEAT_STOPS) - 2)
+    frac = (position - low)[..., None]
+    rgb = HEAT_STOPS[low] * (1 - frac) + HEAT_STOPS[low + 1] * frac
+    alpha = np.where(scaled < HEAT_FLOOR, 0.0, (0.35 + 0.65 * scaled) * opacity * 255)
+    image = np.dstack([rgb, alpha[..., None]]).round().astype(np.uint8)
+    return _to_web_mercator_rows(image, raster.south, raster.north)
+
+
+def density_layer(raster: DensityRaster, name: str, show: bool = True) -> folium.map.Layer:
+    """Return the density raster as an image overlay (a PNG ``data:`` URL)."""
+    return folium.raster_layers.ImageOverlay(
+        image=density_image(raster),
+        bounds=[[raster.south, raster.west], [raster.north, raster.east]],
+        pixelated=False,
+        name=name,
+        show=show,
+        interactive=False,
+    )
+
+
+def heat_points_layer(
+    lon: Sequence[float],
+    lat: Sequence[float],
+    weight: Sequence[float],
+    name: str,
+    show: bool = True,
+) -> folium.map.Layer:
+    """Return weighted, pre-binned points (e.g. one per grid) as a Leaflet.heat layer.
+
+    Weights are scaled to 0–1; points of weight 0 are left out.
+    """
+    w = np.asarray(weight, dtype=float)
+    top = float(w.max()) if w.size else 0.0
+    data = [
+        [round(float(y), COORD_DIGITS), round(float(x), COORD_DIGITS), round(v / top, 3)]
+        for x, y, v in zip(lon, lat, w, strict=True)
+        if top > 0 and math.isfinite(v) and v > 0
+    ]
+    return HeatMap(
+        data,
+        name=name,
+        show=show,
+        radius=22,
+        blur=18,
+        min_opacity=0.25,
+        gradient=HEAT_GRADIENT,
+    )
+
+
+__all__ = [
+    "HEAT_FLOOR",
+    "DensityRaster",
+    "density_image",
+    "density_layer",
+    "heat_points_layer",
+]

@@ -1,0 +1,249 @@
+"""The maps' data: the published run's metrics and layers joined to area geometry.
+
+Every function takes the set of area ids the caller may see (a jurisdiction, possibly narrowed
+to one area's subtree) and returns only those areas: the map of a township user holds their
+own grids in every layer, and the GeoJSON answers of the API likewise. The results are plain
+GeoDataFrames and dicts for :mod:`gridwatch.maps` and the JSON API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine, select
+
+from gridwatch.maps.builder import MapData, empty_frame
+from gridwatch.maps.heat import DensityRaster
+from gridwatch.maps.layers import feature_collection
+from gridwatch.storage.db import session_scope
+from gridwatch.storage.models import Area
+from gridwatch.workers.engine import latest_published_run_id, read_layer, read_metrics
+
+#: Metric columns the maps use, taken from the published metric objects.
+MAP_COLUMNS = (
+    "incidents_total",
+    "incidents_per_1000",
+    "forecast_next",
+    "camera_coverage_pct",
+    "blind_spot_incident_pct",
+    "patrol_minutes",
+    "patrol_night_minutes",
+    "patrol_visits",
+    "hours_since_last_visit",
+    "gi_star_z",
+    "gi_star_q",
+    "hotspot",
+    "hotspot_class",
+)
+#: Properties of a hot-spot feature in the API.
+HOTSPOT_PROPERTIES = (
+    "code",
+    "name",
+    "hotspot",
+    "gi_star_z",
+    "gi_star_q",
+    "hotspot_class",
+    "incidents_total",
+)
+
+
+def published_run_id(engine: Engine) -> int | None:
+    """Return the id of the run whose results the maps show (``None`` before the first)."""
+    with session_scope(engine) as session:
+        return latest_published_run_id(session)
+
+
+def area_frame(engine: Engine, area_ids: Iterable[int], level: str) -> gpd.GeoDataFrame:
+    """Return the areas of ``level`` among ``area_ids``: ``id, code, name, geometry`` by code."""
+    wanted = set(area_ids)
+    with session_scope(engine) as session:
+        rows = [
+            row
+            for row in session.execute(
+                select(Area.id, Area.code, Area.name, Area.geom)
+                .where(Area.level == level)
+                .order_by(Area.code)
+            )
+            if row.id in wanted and row.geom is not None
+        ]
+    return gpd.GeoDataFrame(
+        {
+            "id": [r.id for r in rows],
+            "code": [r.code for r in rows],
+            "name": [r.name for r in rows],
+        },
+        geometry=[r.geom for r in rows],
+        crs="EPSG:4326",
+    )
+
+
+def _metric_table(rows: list[dict[str, Any]], group: str | None) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "code": [r["area_code"] for r in rows],
+            **{column: [r.get(column) for r in rows] for column in MAP_COLUMNS},
+        }
+    )
+    if group is None:
+        table["incidents"] = table["incidents_total"]
+    else:
+        table["incidents"] = [r.get("incidents_by_group", {}).get(group, 0) for r in rows]
+    return table
+
+
+def with_metrics(
+    engine: Engine, frame: gpd.GeoDataFrame, level: str, period: str, group: str | None = None
+) -> gpd.GeoDataFrame:
+    """Join the published metrics of ``period`` to the areas of ``frame`` (all of ``level``).
+
+    ``incidents`` is the count of the category ``group`` (all incidents without one).
+    """
+    rows = read_metrics(engine, level, period)
+    wanted = set(frame["code"])
+    table = _metric_table([r for r in rows if r["area_code"] in wanted], group)
+    if table.empty:
+        table = pd.DataFrame(columns=["code", *MAP_COLUMNS, "incidents"])
+    merged = frame.merge(table, on="code", how="left")
+    return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
+
+
+def blind_spot_frame(engine: Engine, grids: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Return the uncovered part of each of ``grids`` (which carry ``id``, ``code``, ``name``).
+
+    Keeps ``camera_coverage_pct`` when ``grids`` has it.
+    """
+    layer = read_layer(engine, "blind_spots")
+    columns = ["id", "code", "name"] + (
+        ["camera_coverage_pct"] if "camera_coverage_pct" in grids.columns else []
+    )
+    if layer.empty or grids.empty:
+        return empty_frame(columns)
+    joined = pd.DataFrame(grids[columns]).merge(
+        layer.rename(columns={"area_id": "id"}), on="id", how="inner"
+    )
+    joined = joined[~shapely.is_empty(joined["geometry"].to_numpy())]
+    return gpd.GeoDataFrame(joined, geometry="geometry", crs="EPSG:4326")
+
+
+def density_raster(engine: Engine, grids: gpd.GeoDataFrame) -> DensityRaster | None:
+    """Return the run's density raster with every cell outside ``grids`` set to 0.
+
+    A cell belongs to the map when its centre lies in one of ``grids``.
+    """
+    layer = read_layer(engine, "density")
+    if layer.empty or grids.empty:
+        return None
+    values = np.vstack([np.asarray(row, dtype=float) for row in layer["density"]])
+    first = layer.iloc[0]
+    raster = DensityRaster(
+        values,
+        float(first["west"]),
+        float(first["south"]),
+        float(first["east"]),
+        float(first["north"]),
+    )
+    lon, lat = raster.cell_centres()
+    xx, yy = np.meshgrid(lon, lat)
+    points = shapely.points(xx.ravel(), yy.ravel())
+    tree = shapely.STRtree(np.asarray(grids.geometry.values, dtype=object))
+    hits = tree.query(points, predicate="intersects")
+    inside = np.zeros(points.size, dtype=bool)
+    inside[hits[0]] = True
+    masked = np.where(inside.reshape(values.shape), values, 0.0)
+    return DensityRaster(masked, raster.west, raster.south, raster.east, raster.north)
+
+
+def map_data(
+    engine: Engine,
+    area_ids: Iterable[int],
+    level: str,
+    period: str,
+    group: str | None = None,
+    raster_heat: bool = True,
+) -> MapData:
+    """Read everything the main map shows for the areas ``area_ids``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+    area_ids : iterable of int
+        The areas the map may show (jurisdiction and area filter applied).
+    level : str
+        Level of the choropleth's areas.
+    period : str
+        Period of the metrics, e.g. ``2026Q3``.
+    group : str, optional
+        Category group whose incidents are counted (all incidents without one).
+    raster_heat : bool
+        Draw the heat layer from the run's density raster (recent incidents of every
+        category) rather than from the grids' counts of ``period``. Without a group only, and
+        only for users who may see the whole raster: the kernel spreads incidents across
+        boundaries.
+    """
+    ids = set(area_ids)
+    grids = with_metrics(engine, area_frame(engine, ids, "grid"), "grid", period, group)
+    areas = (
+        grids
+        if level == "grid"
+        else with_metrics(engine, area_frame(engine, ids, level), level, period, group)
+    )
+    use_raster = raster_heat and group is None
+    return MapData(
+        areas=areas,
+        grids=grids,
+        blind_spots=blind_spot_frame(engine, grids),
+        density=density_raster(engine, grids) if use_raster else None,
+        heat_from_grids=not use_raster,
+    )
+
+
+def metrics_geojson(
+    engine: Engine, area_ids: Iterable[int], level: str, period: str
+) -> dict[str, Any]:
+    """Return the published metric objects of ``level`` and ``period`` as GeoJSON features.
+
+    Each feature's properties are the object of ``gridwatch metrics --json`` plus ``name``.
+    """
+    frame = area_frame(engine, area_ids, level)
+    rows = {r["area_code"]: r for r in read_metrics(engine, level, period)}
+    properties = [
+        {"name": name, **rows.get(code, {})}
+        for code, name in zip(frame["code"], frame["name"], strict=True)
+    ]
+    frame = frame.assign(_properties=properties)
+    collection = feature_collection(frame, ["_properties"])
+    for feature in collection["features"]:
+        feature["properties"] = feature["properties"]["_properties"]
+    return collection
+
+
+def hotspots_geojson(engine: Engine, area_ids: Iterable[int], period: str) -> dict[str, Any]:
+    """Return the grids that are significant Gi* hot or cold spots in ``period`` as GeoJSON."""
+    grids = with_metrics(engine, area_frame(engine, area_ids, "grid"), "grid", period)
+    significant = grids[grids["hotspot"].astype(str).str.match(r"^(hot|cold)_\d+$")]
+    return feature_collection(significant, list(HOTSPOT_PROPERTIES))
+
+
+def blind_spots_geojson(engine: Engine, area_ids: Iterable[int]) -> dict[str, Any]:
+    """Return the part of each visible grid that no working camera sees, as GeoJSON."""
+    spots = blind_spot_frame(engine, area_frame(engine, area_ids, "grid"))
+    return feature_collection(spots, ["code", "name"])
+
+
+__all__ = [
+    "MAP_COLUMNS",
+    "area_frame",
+    "blind_spot_frame",
+    "blind_spots_geojson",
+    "density_raster",
+    "hotspots_geojson",
+    "map_data",
+    "metrics_geojson",
+    "published_run_id",
+    "with_metrics",
+]

@@ -249,7 +249,13 @@ class PostGIS:
         conn.execute(
             "CREATE TABLE bench_incidents (id integer, category text, geom geometry(Point, 4326))"
         )
-        multi = shapely.set_srid(shapely.multipolygons(geoms, indices=np.arange(geoms.size)), 4326)
+        polygons = shapely.get_type_id(geoms) == 3
+        multi = geoms.copy()
+        if polygons.any():
+            multi[polygons] = shapely.multipolygons(
+                geoms[polygons], indices=np.arange(int(polygons.sum()))
+            )
+        multi = shapely.set_srid(multi, 4326)
         self._copy(
             "bench_grids (id, geom)",
             [np.arange(geoms.size), shapely.to_wkb(multi, hex=True, include_srid=True)],

@@ -673,13 +673,14 @@ def _diff_periods(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     if old.empty and new.empty:
         return pd.DataFrame({"period_kind": [], "period": []}, dtype=object)
     columns = sorted(set(old.columns) | set(new.columns))
-    old = old.reindex(columns=columns)
-    new = new.reindex(columns=columns)
-    for frame in (old, new):
-        for key in ("period", "period_kind"):
-            frame[key] = frame[key].astype(str)
-    both = old.fillna(0).merge(new.fillna(0), how="outer", indicator=True)
-    differ = both.loc[both["_merge"] != "both", ["period_kind", "period"]]
+    both = pd.concat(
+        [old.reindex(columns=columns), new.reindex(columns=columns)], ignore_index=True
+    )
+    for key in ("period", "period_kind"):
+        both[key] = both[key].astype(str)
+    both = both.fillna(0)
+    # A row present on one side only (or with other values) is not duplicated.
+    differ = both.loc[~both.duplicated(keep=False), ["period_kind", "period"]]
     return differ.drop_duplicates().reset_index(drop=True).astype(object)
 
 
@@ -784,11 +785,12 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         counts_by_kind: dict[str, pd.DataFrame] = {}
         rows_written = 0
         all_counts = _run_counts(session, run)
-        by_kind = (
-            {str(k): f.drop(columns="period_kind") for k, f in all_counts.groupby("period_kind")}
-            if not all_counts.empty
-            else {}
-        )
+        by_kind: dict[str, pd.DataFrame] = {}
+        if not all_counts.empty:
+            kind_of_row = all_counts["period_kind"].astype(str).to_numpy()
+            for kind in kinds:
+                rows = np.flatnonzero(kind_of_row == kind)
+                by_kind[kind] = all_counts.iloc[rows].drop(columns="period_kind")
         clock.lap("finalize: read township parts")
         for kind in kinds:
             counts = by_kind.get(kind, pd.DataFrame(columns=["area_id", "period"]))
@@ -799,10 +801,10 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             # Periods as integer codes: merging, grouping and sorting strings is slow.
             pieces = [counts, patrol.get(kind, pd.DataFrame()), hot]
             labels, coded = _period_codes(pieces)
-            grid_rows = _merge(coded[0], coded[1])
-            if changed is not None:
+            if changed is not None:  # only the changed periods are rewritten
                 wanted = np.flatnonzero(np.isin(labels, sorted(changed[kind])))
-                grid_rows = grid_rows[grid_rows["period"].isin(wanted)]
+                coded = [f[f["period"].isin(wanted)] if not f.empty else f for f in coded]
+            grid_rows = _merge(coded[0], coded[1])
             if grid_rows.empty:
                 continue
             grid_rows = _merge(grid_rows, coded[2])
@@ -886,16 +888,23 @@ def _daily_counts(
         return countywide.daily_matrix(session, ids, tz, today)
     if days.empty:
         return pd.DataFrame(index=ids)
-    day = pd.to_datetime(days["period"]).dt.date
-    frame = days.assign(day=day)
-    frame = frame[(frame["day"] < today) & (frame["incidents_reported"] > 0)]
-    if frame.empty:
+    # Dense grid × day matrix from codes (a pivot_table over ~1M rows is slow).
+    labels = pd.unique(days["period"].astype(str).to_numpy())
+    label_day = pd.to_datetime(pd.Series(labels), format="%Y-%m-%d").dt.date.to_numpy()
+    day_of = dict(zip(labels, label_day, strict=True))
+    day = days["period"].astype(str).map(day_of).to_numpy()
+    reported = days["incidents_reported"].to_numpy(dtype=float)
+    keep = (day < today) & (reported > 0)
+    if not keep.any():
         return pd.DataFrame(index=ids)
-    matrix = frame.pivot_table(
-        index="area_id", columns="day", values="incidents_reported", aggfunc="sum"
-    )
-    span = pd.date_range(min(matrix.columns), today - timedelta(days=1)).date
-    return matrix.reindex(index=ids, columns=list(span)).fillna(0).astype(float)
+    first = min(day[keep])
+    span = list(pd.date_range(first, today - timedelta(days=1)).date)
+    column = np.array([(d - first).days for d in day[keep]], dtype=np.int64)
+    row = pd.Index(ids).get_indexer(days["area_id"].to_numpy(dtype=np.int64)[keep])
+    inside = row >= 0
+    matrix = np.zeros((len(ids), len(span)))
+    np.add.at(matrix, (row[inside], column[inside]), reported[keep][inside])
+    return pd.DataFrame(matrix, index=ids, columns=span)
 
 
 def _current_frames(

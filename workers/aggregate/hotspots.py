@@ -528,15 +528,28 @@ def kde_surface(
         weights=mass[inside],
         minlength=padded_rows * padded_cols,
     ).reshape(padded_rows, padded_cols)
-    from scipy.signal import fftconvolve  # deferred: scipy.signal takes ~1 s to import
-
-    smoothed = fftconvolve(binned, stencil, mode="same")
+    smoothed = _convolve_same(binned, stencil)
     cell_area_km2 = (cell_m / 1000.0) ** 2
     density = smoothed[margin : margin + rows, margin : margin + cols] / cell_area_km2
     # FFT round-off leaves values like -1e-17 where the density is zero.
     np.clip(density, 0.0, None, out=density)
     bounds = (west, north - rows * cell_lat, west + cols * cell_lon, north)
     return density, bounds
+
+
+def _convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve with FFTs and keep the size of ``image``, using NumPy only.
+
+    The same result as ``scipy.signal.fftconvolve(image, kernel, mode="same")`` (to rounding);
+    importing scipy.signal would cost about a second in every process that draws a surface.
+    """
+    full = (image.shape[0] + kernel.shape[0] - 1, image.shape[1] + kernel.shape[1] - 1)
+    size = tuple(int(2 ** np.ceil(np.log2(n))) if n > 64 else n for n in full)
+    spectrum = np.fft.rfft2(image, size) * np.fft.rfft2(kernel, size)
+    result = np.fft.irfft2(spectrum, size)[: full[0], : full[1]]
+    top = (kernel.shape[0] - 1) // 2
+    left = (kernel.shape[1] - 1) // 2
+    return result[top : top + image.shape[0], left : left + image.shape[1]]
 
 
 def _kernel_stencil(

@@ -371,6 +371,8 @@ def _run_key(session: Session, run: AggregationRun) -> tuple[str, int, str]:
 def _remember_counts(
     session: Session, run: AggregationRun, unit: str, counts: pd.DataFrame
 ) -> None:
+    if run.mode != "eager":
+        return  # a worker's townships are finalised elsewhere: do not hold them in memory
     key = _run_key(session, run)
     if key not in _COUNTS_CACHE:
         _COUNTS_CACHE.clear()

@@ -1116,6 +1116,170 @@ def serve_command(ctx: click.Context, host: str, port: int, debug: bool) -> None
     _serve(settings, engine, host, port, debug)
 
 
+@main.group()
+def routes() -> None:
+    """Plan patrol routes to the hot spots and check afterwards whether teams kept to them."""
+
+
+def _routing_errors(func: F) -> F:
+    """Turn planning errors (unknown station or plan, bad shift, bad roads) into a sentence."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gridwatch.routing.plans import PlanningError
+        from gridwatch.routing.travel import RoadNetworkError
+
+        try:
+            return func(*args, **kwargs)
+        except (PlanningError, RoadNetworkError) as exc:
+            raise UserFacingError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@routes.command("plan")
+@click.option("--station", "station_code", required=True, help="Police station code.")
+@click.option("--date", "day", required=True, help="Local date of the shift start (YYYY-MM-DD).")
+@click.option("--shift", "shift", required=True, help="Local HH:MM-HH:MM, e.g. 20:00-02:00.")
+@click.option("--teams", help="Only these team codes (comma-separated; default: all on shift).")
+@click.option(
+    "--roads",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="GeoJSON / GeoPackage of road lines (default: GRIDWATCH_ROUTE_ROADS_FILE).",
+)
+@click.option("--max-stops", default=80, show_default=True, help="Candidate hot-spot grids.")
+@click.option(
+    "--solution-limit",
+    type=int,
+    default=None,
+    help="Solutions the local search may find (the deterministic limit; default 100).",
+)
+@click.option(
+    "--time-limit", type=float, default=None, help="Safety limit in seconds (default 30)."
+)
+@click.option(
+    "--gpx",
+    "gpx_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one GPX file per team into this directory.",
+)
+@click.option("--no-store", is_flag=True, help="Do not store the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+@friendly_errors
+@_routing_errors
+def routes_plan_command(
+    ctx: click.Context,
+    station_code: str,
+    day: str,
+    shift: str,
+    teams: str | None,
+    roads: Path | None,
+    max_stops: int,
+    solution_limit: int | None,
+    time_limit: float | None,
+    gpx_dir: Path | None,
+    no_store: bool,
+    as_json: bool,
+) -> None:
+    """Plan one shift of a station's teams: risk-weighted stops, routes, greedy baseline."""
+    from gridwatch.routing.plans import plan_station, store_plan, write_gpx
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    shift_day = _parse_day(day, "--date")
+    assert shift_day is not None
+    payload = plan_station(
+        engine,
+        settings,
+        station_code,
+        shift_day,
+        shift,
+        team_codes=[c.strip() for c in teams.split(",") if c.strip()] if teams else None,
+        roads_file=roads,
+        max_stops=max_stops,
+        solution_limit=solution_limit,
+        time_limit_seconds=time_limit,
+    )
+    if not no_store:
+        store_plan(engine, payload)
+    written = write_gpx(payload, gpx_dir) if gpx_dir else []
+    if as_json:
+        emit_json(payload)
+        return
+    solver = payload["solver"]
+    click.echo(
+        f"plan {payload.get('plan_id', '(not stored)')}: station {payload['station_code']} "
+        f"{payload['day']} {payload['shift']}, {len(payload['teams'])} teams, "
+        f"{solver['candidates']} candidate grids ({solver['stop_copies']} stop windows)"
+    )
+    for team in payload["teams"]:
+        click.echo(
+            f"  {team['team_code']:<12} {team['mode']:<6} {len(team['stops']):>3} stops "
+            f"{team['km']:>7.1f} km {team['duration_min']:>6.0f} min "
+            f"utilisation {100 * team['utilisation']:.0f} %"
+        )
+        for number, stop in enumerate(team["stops"], start=1):
+            click.echo(
+                f"      {number:>2}. {stop['arrive'][11:16]}-{stop['depart'][11:16]} "
+                f"{stop['grid_code']}  risk {stop['risk']:.3f}"
+            )
+    greedy = payload["greedy"]
+    click.echo(
+        f"risk covered {payload['risk_covered']:.1f} ({payload['km']:.1f} km, "
+        f"utilisation {100 * payload['utilisation']:.0f} %); greedy baseline "
+        f"{greedy['risk_covered']:.1f} ({greedy['km']:.1f} km); solved by {solver['source']} "
+        f"in {solver['seconds']:.2f} s"
+        + (
+            " (time limit hit: result may vary between machines)"
+            if solver["time_limit_hit"]
+            else ""
+        )
+    )
+    for path in written:
+        click.echo(f"  GPX: {path}")
+
+
+@routes.command("adherence")
+@click.option("--plan", "plan_id", type=int, required=True, help="Id of a stored plan.")
+@click.option("--radius", default=150.0, show_default=True, help="Metres around a stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_routing_errors
+def routes_adherence_command(
+    ctx: click.Context, plan_id: int, radius: float, as_json: bool
+) -> None:
+    """Compare a stored plan with its teams' GPS pings: stops visited, lateness, off-route km."""
+    from gridwatch.routing.adherence import plan_adherence
+    from gridwatch.routing.plans import load_plan
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    result = plan_adherence(engine, load_plan(engine, plan_id), settings.timezone, radius_m=radius)
+    if as_json:
+        emit_json(result)
+        return
+    station = result["station"]
+    pct = station["visited_pct"]
+    click.echo(
+        f"plan {plan_id}: station {result['station_code']} {result['day']} {result['shift']}: "
+        f"{station['stops_visited']}/{station['stops_planned']} stops visited"
+        + (f" ({pct:.0f} %)" if pct is not None else "")
+        + f", off-route {station['off_route_km']:.1f} km"
+    )
+    for team in result["teams"]:
+        late = team["mean_late_min"]
+        click.echo(
+            f"  {team['team_code']:<12} {team['stops_visited']:>3}/{team['stops_planned']:<3} "
+            + ("no pings during the shift" if team["no_pings"] else f"{team['pings']} pings")
+            + ("" if late is None else f", mean {late:+.0f} min late")
+            + f", off-route {team['off_route_km']:.1f} km"
+        )
+
+
 def run() -> None:
     """Entry point that never shows a traceback for errors the user can fix."""
     main(standalone_mode=True)

@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_LEVELS = ("county", "township", "village", "grid")
+DEFAULT_ROUTE_SPEEDS = {"foot": 4.5, "ebike": 15.0, "car": 30.0}
+DEFAULT_ROUTE_RISK_WEIGHTS = {"forecast": 0.4, "recent": 0.3, "hotspot": 0.2, "blind_spot": 0.1}
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,9 @@ class Settings:
     run_stale_seconds : int
         A run that made no progress for this many seconds (its tasks were lost, e.g. when Redis
         restarted) is marked failed and started again.
+    stale_minutes : int
+        Minutes after which waiting imports without a published refresh make the screens warn
+        that their data is stale (default: twice ``refresh_minutes``).
     secure_cookies : bool
         Mark the session cookie ``Secure`` (sent over HTTPS only). Turn off only for a site
         served over plain HTTP on a closed intranet.
@@ -92,6 +97,22 @@ class Settings:
         set, or every user shares the proxy's address.
     tiles : TileSource
         The maps' basemap (none by default).
+    route_dwell_minutes : tuple of int
+        Patrol planning: least and most minutes at a stop (Koper curve, 10–16).
+    route_revisit_minutes : int
+        Patrol planning: least minutes between two visits to the same hot spot.
+    route_detour_factor : float
+        Patrol planning without roads: travel distance = straight line × this factor.
+    route_speeds : dict
+        Patrol planning: km/h of ``foot``, ``ebike`` and ``car``.
+    route_risk_weights : dict
+        Patrol planning: weights of ``forecast``, ``recent``, ``hotspot`` and ``blind_spot``
+        in a grid's risk score (:mod:`gridwatch.routing.risk`).
+    route_border_metres : float
+        Patrol planning: grids of neighbouring stations within this distance of a station's
+        townships are candidate stops too (joint defence).
+    route_roads_file : pathlib.Path or None
+        Patrol planning: GeoJSON / GeoPackage of road lines for travel on the network.
     """
 
     database_url: str
@@ -111,9 +132,19 @@ class Settings:
     nightly_at: str = "02:30"
     report_at: str = "06:00"
     run_stale_seconds: int = 1800
+    stale_minutes: int = 10
     secure_cookies: bool = True
     proxy_hops: int = 0
     tiles: TileSource = field(default_factory=TileSource)
+    route_dwell_minutes: tuple[int, int] = (10, 16)
+    route_revisit_minutes: int = 120
+    route_detour_factor: float = 1.3
+    route_speeds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ROUTE_SPEEDS))
+    route_risk_weights: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_ROUTE_RISK_WEIGHTS)
+    )
+    route_border_metres: float = 500.0
+    route_roads_file: Path | None = None
     secret_key_generated: bool = False
 
     @property
@@ -279,6 +310,59 @@ def _read_tiles(raw: str | None) -> TileSource:
     return TileSource("mbtiles", mbtiles_path=path)
 
 
+def _read_dwell(raw: str | None) -> tuple[int, int]:
+    name = "GRIDWATCH_ROUTE_DWELL_MINUTES"
+    if raw is None or not raw.strip():
+        return (10, 16)
+    parts = raw.replace(" ", "").split("-")
+    try:
+        low, high = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be minutes such as 10-16: {raw!r}") from exc
+    if not 0 < low <= high <= 240:
+        raise ConfigError(f"{name} must be 0 < least <= most <= 240 minutes: {raw!r}")
+    return (low, high)
+
+
+def _read_positive_float(name: str, raw: str | None, default: float, least: float = 0.0) -> float:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number: {raw!r}") from exc
+    if not value > least or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a number above {least:g}: {raw!r}")
+    return value
+
+
+def _read_named_numbers(
+    name: str, raw: str | None, defaults: dict[str, float], positive: bool
+) -> dict[str, float]:
+    values = dict(defaults)
+    if raw is None or not raw.strip():
+        return values
+    for item in raw.split(","):
+        key, _, number = item.partition("=")
+        key = key.strip()
+        if key not in defaults:
+            raise ConfigError(
+                f"{name}: unknown name {key!r} (expected {', '.join(defaults)}): {raw!r}"
+            )
+        try:
+            value = float(number)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{name} must be name=number pairs such as {key}=1: {raw!r}"
+            ) from exc
+        if value < 0 or (positive and value == 0) or value != value:
+            raise ConfigError(f"{name}: {key} must be {'above' if positive else 'at least'} 0")
+        values[key] = value
+    if not positive and sum(values.values()) <= 0:
+        raise ConfigError(f"{name}: the weights must not all be zero: {raw!r}")
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every ``GRIDWATCH_*`` setting.
 
@@ -297,6 +381,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         When a value is present but unusable.
     """
     env = os.environ if environ is None else environ
+    refresh_minutes = _read_positive_int(
+        "GRIDWATCH_REFRESH_MINUTES", env.get("GRIDWATCH_REFRESH_MINUTES"), 5
+    )
     var_dir = Path(env.get("GRIDWATCH_VAR_DIR") or "var")
     secret = env.get("GRIDWATCH_SECRET_KEY", "")
     generated = False
@@ -333,19 +420,42 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         task_visibility_timeout=_read_positive_int(
             "GRIDWATCH_TASK_VISIBILITY_TIMEOUT", env.get("GRIDWATCH_TASK_VISIBILITY_TIMEOUT"), 600
         ),
-        refresh_minutes=_read_positive_int(
-            "GRIDWATCH_REFRESH_MINUTES", env.get("GRIDWATCH_REFRESH_MINUTES"), 5
-        ),
+        refresh_minutes=refresh_minutes,
         nightly_at=_read_clock("GRIDWATCH_NIGHTLY_AT", env.get("GRIDWATCH_NIGHTLY_AT"), "02:30"),
         report_at=_read_clock("GRIDWATCH_REPORT_AT", env.get("GRIDWATCH_REPORT_AT"), "06:00"),
         run_stale_seconds=_read_positive_int(
             "GRIDWATCH_RUN_STALE_SECONDS", env.get("GRIDWATCH_RUN_STALE_SECONDS"), 1800
+        ),
+        stale_minutes=_read_positive_int(
+            "GRIDWATCH_STALE_MINUTES", env.get("GRIDWATCH_STALE_MINUTES"), 2 * refresh_minutes
         ),
         secure_cookies=_read_bool(
             "GRIDWATCH_SECURE_COOKIES", env.get("GRIDWATCH_SECURE_COOKIES"), True
         ),
         proxy_hops=_read_count("GRIDWATCH_PROXY_HOPS", env.get("GRIDWATCH_PROXY_HOPS"), 0),
         tiles=_read_tiles(env.get("GRIDWATCH_TILES")),
+        route_dwell_minutes=_read_dwell(env.get("GRIDWATCH_ROUTE_DWELL_MINUTES")),
+        route_revisit_minutes=_read_positive_int(
+            "GRIDWATCH_ROUTE_REVISIT_MINUTES", env.get("GRIDWATCH_ROUTE_REVISIT_MINUTES"), 120
+        ),
+        route_detour_factor=_read_positive_float(
+            "GRIDWATCH_ROUTE_DETOUR_FACTOR", env.get("GRIDWATCH_ROUTE_DETOUR_FACTOR"), 1.3, 0.99
+        ),
+        route_speeds=_read_named_numbers(
+            "GRIDWATCH_ROUTE_SPEEDS", env.get("GRIDWATCH_ROUTE_SPEEDS"), DEFAULT_ROUTE_SPEEDS, True
+        ),
+        route_risk_weights=_read_named_numbers(
+            "GRIDWATCH_ROUTE_RISK_WEIGHTS",
+            env.get("GRIDWATCH_ROUTE_RISK_WEIGHTS"),
+            DEFAULT_ROUTE_RISK_WEIGHTS,
+            False,
+        ),
+        route_border_metres=_read_positive_float(
+            "GRIDWATCH_ROUTE_BORDER_METRES", env.get("GRIDWATCH_ROUTE_BORDER_METRES"), 500.0, -1.0
+        ),
+        route_roads_file=_read_optional_file(
+            "GRIDWATCH_ROUTE_ROADS_FILE", env.get("GRIDWATCH_ROUTE_ROADS_FILE")
+        ),
         secret_key_generated=generated,
     )
 

@@ -473,3 +473,20 @@ class RunUnit(Base):
     label: Mapped[str] = mapped_column(String(64), primary_key=True)
     grid_count: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PatrolPlan(Base):
+    """A planned patrol shift of one station's teams (routes as JSON), kept for adherence.
+
+    ``payload`` holds the plan as printed by ``gridwatch routes plan --json``: teams, bases,
+    stops with local ISO 8601 times, figures and the greedy baseline.
+    """
+
+    __tablename__ = "patrol_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    day: Mapped[str] = mapped_column(String(10))
+    shift: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

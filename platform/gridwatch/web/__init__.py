@@ -74,7 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register(app: Flask) -> None:
-    from gridwatch.web import admin, api, areas, auth, dashboard, i18n, maps
+    from gridwatch.web import admin, api, areas, auth, dashboard, i18n, imports, maps, screen
     from gridwatch.web.access import check_csrf, load_request_user
     from gridwatch.web.security import set_security_headers
 
@@ -88,6 +88,8 @@ def _register(app: Flask) -> None:
         api.bp,
         admin.bp,
         maps.bp,
+        imports.bp,
+        screen.bp,
         i18n.bp,
     ):
         app.register_blueprint(blueprint)

@@ -26,6 +26,11 @@ ADMIN_ROLES = ("admin",)
 TOKEN_BLUEPRINTS = ("api",)
 #: Endpoints serving public files, which need no user.
 PUBLIC_FILE_ENDPOINTS = ("static", "maps.asset")
+#: Endpoints a ``viewer`` user's token may open from the query string (``/screen?token=``):
+#: the wall screen cannot type a password, and reads nothing else this way.
+SCREEN_TOKEN_ENDPOINTS = ("screen.page", "screen.data", "maps.frame")
+#: Query-string argument carrying that token.
+SCREEN_TOKEN_ARG = "token"
 
 
 def client_ip() -> str:
@@ -48,6 +53,16 @@ def load_request_user() -> None:
     if request.endpoint in PUBLIC_FILE_ENDPOINTS:
         return  # stylesheets and scripts: no database round trip
     engine = state().engine
+    if request.endpoint in SCREEN_TOKEN_ENDPOINTS and SCREEN_TOKEN_ARG in request.args:
+        # Checked on every request (no session is started), so the screen keeps working
+        # when the server restarts with a new secret key.
+        principal = principal_for_token(engine, request.args[SCREEN_TOKEN_ARG])
+        if principal is not None and principal.role == "viewer":
+            g.user = principal
+            g.auth = "screen_token"
+        else:
+            g.auth = "bad_token"
+        return
     token = _bearer_token() if request.blueprint in TOKEN_BLUEPRINTS else None
     if token is not None:
         g.user = principal_for_token(engine, token)
@@ -167,6 +182,7 @@ def start_session(principal: Principal) -> None:
 
 __all__ = [
     "ADMIN_ROLES",
+    "SCREEN_TOKEN_ARG",
     "area_tree",
     "check_csrf",
     "client_ip",

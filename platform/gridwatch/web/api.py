@@ -11,16 +11,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
 from gridwatch.areas import area_records
 from gridwatch.mapdata import blind_spots_geojson, hotspots_geojson, metrics_geojson
 from gridwatch.periods import PeriodError, parse_period
+from gridwatch.uploads import IMPORT_ROLES
 from gridwatch.web.access import (
     area_tree,
     current_jurisdiction,
     login_required,
+    roles_required,
     visible_area_or_404,
 )
 from gridwatch.web.extensions import state
@@ -48,6 +50,7 @@ _REASONS = {
     403: "forbidden",
     404: "not found",
     405: "method not allowed",
+    413: "the file is too large",
     500: "internal error",
 }
 
@@ -69,7 +72,9 @@ def _level_arg(required: bool) -> str | None:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI 3 description of this API."""
-    return jsonify(openapi_document(state().settings.area_levels))
+    from gridwatch.ingest import IMPORTERS
+
+    return jsonify(openapi_document(state().settings.area_levels, list(IMPORTERS)))
 
 
 @bp.get("/areas")
@@ -196,3 +201,39 @@ def geo_blind_spots() -> Response:
     code, ids = _scope()
     engine = state().engine
     return _geojson("geo.blind_spots", (code,), lambda: blind_spots_geojson(engine, ids))
+
+
+# -- imports ---------------------------------------------------------------------------------
+
+
+@bp.post("/imports/<kind>")
+@roles_required(*IMPORT_ROLES)
+def import_upload(kind: str) -> Response:
+    """Import the file in the multipart field ``file``; return the import summary.
+
+    The summary is ``ImportSummary.as_dict()`` with ``file`` set to the uploaded file's name,
+    ``report`` to the URL of the rejected-rows CSV (or ``null``) and ``refresh`` to the
+    aggregation started for the grids that changed (or ``null``).
+    """
+    from gridwatch.ingest import IMPORTERS, ImportFileError
+    from gridwatch.uploads import display_name
+    from gridwatch.web.imports import run_upload
+
+    if kind not in IMPORTERS:
+        abort(404)
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        _bad_request("the multipart field 'file' is required")
+    assert upload is not None
+    try:
+        summary, refresh = run_upload(kind, upload)
+    except ImportFileError as exc:
+        _bad_request(str(exc))
+        raise
+    data = summary.as_dict()
+    data["file"] = display_name(upload.filename or "")
+    data["report"] = (
+        url_for("imports.rejected_csv", batch_id=summary.batch_id) if summary.report else None
+    )
+    data["refresh"] = refresh
+    return jsonify(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -48,3 +49,10 @@ class UserActiveForm(FlaskForm):
     """Enable or disable a user."""
 
     active = HiddenField(validators=[DataRequired()])
+
+
+class ImportForm(FlaskForm):
+    """Upload one file to import; ``kind`` is one of the importers' kinds."""
+
+    kind = SelectField(_l("Kind of data"), validators=[DataRequired()])
+    file = FileField(_l("File"), validators=[FileRequired()])

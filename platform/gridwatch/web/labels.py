@@ -51,6 +51,23 @@ ACTION_LABELS: dict[str, LazyString] = {
 }
 
 
+IMPORT_KIND_LABELS: dict[str, LazyString] = {
+    "grids": _l("Administrative areas and grids"),
+    "stations": _l("Police stations"),
+    "teams": _l("Patrol teams"),
+    "incidents": _l("Incidents"),
+    "cameras": _l("Cameras"),
+    "patrols": _l("Patrol tracks"),
+    "surveys": _l("Survey results"),
+    "survey-responses": _l("Survey responses"),
+}
+
+
+def import_kind_label(kind: str) -> str:
+    """Return the display name of an import kind."""
+    return str(IMPORT_KIND_LABELS.get(kind, kind))
+
+
 def period_label(kind: str) -> str:
     """Return the display name of a period kind ("this quarter")."""
     return str(PERIOD_LABELS.get(kind, kind))
@@ -64,5 +81,8 @@ def action_label(action: str) -> str:
 def init_app(app: Flask) -> None:
     """Make the label functions available to every template."""
     app.jinja_env.globals.update(
-        level_label=level_label, period_label=period_label, action_label=action_label
+        level_label=level_label,
+        period_label=period_label,
+        action_label=action_label,
+        import_kind_label=import_kind_label,
     )

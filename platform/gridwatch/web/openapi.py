@@ -43,8 +43,16 @@ def _geojson(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
-    """Return the OpenAPI document; ``levels`` are the configured area levels."""
+def openapi_document(levels: Sequence[str], import_kinds: Sequence[str] = ()) -> dict[str, Any]:
+    """Return the OpenAPI document.
+
+    Parameters
+    ----------
+    levels : sequence of str
+        The configured area levels.
+    import_kinds : sequence of str, optional
+        The importers' kinds (``gridwatch.ingest.IMPORTERS``).
+    """
     not_found = {"$ref": "#/components/responses/NotFound"}
     bad_request = {"$ref": "#/components/responses/BadRequest"}
     return {
@@ -173,6 +181,51 @@ def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "200": _geojson("Camera blind spots."),
                         "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/imports/{kind}": {
+                "post": {
+                    "summary": "Import a file",
+                    "description": (
+                        "Validates every row, commits the good ones and quarantines the rest, "
+                        "then refreshes the changed grids. Roles admin, county, station and "
+                        "township. With a session cookie, send the CSRF token as "
+                        "`X-CSRFToken`. A file that cannot be imported at all answers 400 "
+                        "with one sentence and commits nothing."
+                    ),
+                    "operationId": "importFile",
+                    "parameters": [
+                        {
+                            "name": "kind",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(import_kinds)},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {"$ref": "#/components/schemas/ImportSummary"}, "The import summary."
+                        ),
+                        "400": bad_request,
+                        "403": _json(
+                            {"$ref": "#/components/schemas/Error"}, "Role may not import."
+                        ),
+                        "404": not_found,
+                        "413": _json({"$ref": "#/components/schemas/Error"}, "File too large."),
                         **_ERRORS,
                     },
                 }
@@ -311,6 +364,25 @@ def openapi_document(levels: Sequence[str]) -> dict[str, Any]:
                         "finished_at": {"type": "string", "nullable": True},
                     },
                     "additionalProperties": True,
+                },
+                "ImportSummary": {
+                    "type": "object",
+                    "required": ["file", "kind", "read", "imported", "duplicates", "rejected"],
+                    "properties": {
+                        "file": {"type": "string", "description": "The uploaded file's name."},
+                        "kind": {"type": "string"},
+                        "read": {"type": "integer"},
+                        "imported": {"type": "integer"},
+                        "duplicates": {"type": "integer"},
+                        "rejected": {"type": "integer"},
+                        "report": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "URL of the rejected-rows CSV.",
+                        },
+                        "batch_id": {"type": "integer", "nullable": True},
+                        "refresh": {"type": "object", "nullable": True},
+                    },
                 },
                 "Error": {
                     "type": "object",

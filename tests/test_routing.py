@@ -1,0 +1,282 @@
+"""Patrol route planning: feasibility, greedy baseline, road networks, adherence."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import LineString
+
+from gridwatch.routing.adherence import adherence_from_pings
+from gridwatch.routing.plans import Shift, plan_payload
+from gridwatch.routing.solver import Place, PlanningOptions, Problem, TeamShift, solve
+from gridwatch.routing.travel import RoadNetwork, haversine_m, straight_line_matrix
+
+TZ = ZoneInfo("Asia/Shanghai")
+SHIFT = Shift(
+    date(2026, 11, 22),
+    "20:00-02:00",
+    datetime(2026, 11, 22, 20, 0, tzinfo=TZ),
+    datetime(2026, 11, 23, 2, 0, tzinfo=TZ),
+)
+STATION = {"id": 1, "code": "PS1", "name": "测试派出所"}
+
+
+def county_problem(n_teams: int = 6, n_places: int = 60, seed: int = 3, **options) -> Problem:
+    """A demo-like station: clustered hot spots in 8 km, police cars, e-bikes and walkers."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 0.08, size=(5, 2))
+    places = []
+    for j in range(n_places):
+        c = centres[j % 5]
+        lon, lat = 113.0 + c[0] + rng.normal(0, 0.006), 28.0 + c[1] + rng.normal(0, 0.006)
+        night = rng.uniform(0.5, 2.0)
+        profile = np.array([night if (h >= 20 or h < 6) else 1.0 for h in range(24)])
+        places.append(Place(f"G{j:03d}", lon, lat, tuple(rng.gamma(1.0) * profile)))
+    kinds = [("car", 30.0), ("ebike", 15.0), ("foot", 4.5)]
+    teams = []
+    for t in range(n_teams):
+        mode, speed = kinds[t % 3]
+        c = centres[t % 5]
+        teams.append(TeamShift(100 + t, f"T{t}", 113.0 + c[0], 28.0 + c[1], mode, speed))
+    lon = np.array([p.lon for p in places] + [t.lon for t in teams])
+    lat = np.array([p.lat for p in places] + [t.lat for t in teams])
+    return Problem(
+        teams, places, straight_line_matrix(lon, lat, 1.3), 20.0, 360, PlanningOptions(**options)
+    )
+
+
+def payload_of(problem: Problem) -> dict:
+    plan, greedy = solve(problem)
+    return plan_payload(problem, plan, greedy, SHIFT, STATION, "straight_line x 1.3")
+
+
+def assert_feasible(payload: dict, problem: Problem) -> None:
+    """Independent checks on the printed plan: shift, dwell, revisit gap, base, travel time."""
+    opts = payload["options"]
+    start = datetime.fromisoformat(payload["shift_start"])
+    end = datetime.fromisoformat(payload["shift_end"])
+    arrivals = defaultdict(list)
+    for team in payload["teams"]:
+        speed = team["speed_kmh"] / 3.6
+        if not team["stops"]:
+            continue
+        leave = datetime.fromisoformat(team["leave_base"])
+        back = datetime.fromisoformat(team["return_base"])
+        assert start <= leave and back <= end, team["team_code"]
+        here, clock = (team["base"]["lon"], team["base"]["lat"]), leave
+        for stop in team["stops"]:
+            arrive = datetime.fromisoformat(stop["arrive"])
+            depart = datetime.fromisoformat(stop["depart"])
+            dwell = (depart - arrive).total_seconds() / 60
+            assert opts["dwell_minutes"][0] - 1e-9 <= dwell <= opts["dwell_minutes"][1] + 1e-9
+            # at least the straight-line travel time since leaving the previous place
+            metres = float(haversine_m(here[0], here[1], stop["lon"], stop["lat"]))
+            assert (arrive - clock).total_seconds() >= metres / speed - 1.0
+            arrivals[stop["grid_code"]].append(arrive)
+            here, clock = (stop["lon"], stop["lat"]), depart
+        metres = float(haversine_m(here[0], here[1], team["base"]["lon"], team["base"]["lat"]))
+        assert (back - clock).total_seconds() >= metres / speed - 1.0
+    for code, times in arrivals.items():
+        times.sort()
+        gaps = [(b - a).total_seconds() / 60 for a, b in zip(times, times[1:], strict=False)]
+        assert all(g >= opts["revisit_minutes"] for g in gaps), (code, gaps)
+
+
+def test_plan_is_feasible_and_beats_greedy():
+    problem = county_problem()
+    payload = payload_of(problem)
+    assert_feasible(payload, problem)
+    assert payload["solver"]["source"] == "vrp"
+    assert payload["risk_covered"] > payload["greedy"]["risk_covered"]
+    stops = sum(len(t["stops"]) for t in payload["teams"])
+    assert stops > 10
+    # the risk covered is the sum of the stops' risk x dwell
+    total = sum(s["risk"] * s["dwell_min"] for t in payload["teams"] for s in t["stops"])
+    assert total == pytest.approx(payload["risk_covered"], rel=1e-4)
+    assert 0 < payload["utilisation"] <= 1
+
+
+def test_revisits_happen_and_respect_the_gap():
+    # two teams, three places: the only way to fill a shift is to come back
+    problem = county_problem(n_teams=2, n_places=3, seed=5)
+    payload = payload_of(problem)
+    assert_feasible(payload, problem)
+    codes = [s["grid_code"] for t in payload["teams"] for s in t["stops"]]
+    assert len(codes) > len(set(codes)), "expected repeated visits of the same hot spot"
+
+
+def test_plans_are_deterministic():
+    first = payload_of(county_problem(seed=11))
+    second = payload_of(county_problem(seed=11))
+    for payload in (first, second):
+        payload["solver"].pop("seconds")
+        payload["greedy"].pop("seconds")
+    assert first == second
+
+
+def test_each_stop_window_is_visited_once():
+    payload = payload_of(county_problem(n_teams=9, n_places=20, seed=2))
+    visits = [(s["grid_code"], s["window"][0]) for t in payload["teams"] for s in t["stops"]]
+    assert len(visits) == len(set(visits))
+
+
+# --- road network -------------------------------------------------------------------------
+
+
+def river_town() -> list[LineString]:
+    """A 5 x 5 street grid (~1.1 km blocks); a river runs between rows 2 and 3, one bridge.
+
+    North-south streets stop at the river banks except at x = 4 (the bridge).
+    """
+    step = 0.01
+    lines = []
+    for j in range(5):  # east-west streets
+        y = 28.0 + j * step
+        lines.append(LineString([(113.0 + i * step, y) for i in range(5)]))
+    for i in range(5):  # north-south streets
+        x = 113.0 + i * step
+        south = [(x, 28.0 + j * step) for j in range(3)]
+        north = [(x, 28.0 + j * step) for j in range(3, 5)]
+        lines.append(LineString(south))
+        lines.append(LineString(north))
+        if i == 4:
+            lines.append(LineString([(x, 28.02), (x, 28.03)]))  # the bridge
+    return lines
+
+
+def test_road_network_goes_round_by_the_bridge():
+    roads = RoadNetwork(river_town())
+    # (113.0, 28.02) on the south bank, (113.0, 28.03) straight across on the north bank
+    lon = np.array([113.0, 113.0, 113.04])
+    lat = np.array([28.02, 28.03, 28.02])
+    distance = roads.distance_matrix(lon, lat)
+    straight = float(haversine_m(113.0, 28.02, 113.0, 28.03))
+    via_bridge = (
+        float(haversine_m(113.0, 28.02, 113.04, 28.02))  # along the south bank
+        + float(haversine_m(113.04, 28.02, 113.04, 28.03))  # over the bridge
+        + float(haversine_m(113.04, 28.03, 113.0, 28.03))  # back along the north bank
+    )
+    assert distance[0, 1] == pytest.approx(via_bridge, rel=1e-6)
+    assert distance[0, 1] > 5 * straight
+    assert distance[0, 2] == pytest.approx(float(haversine_m(113.0, 28.02, 113.04, 28.02)))
+    path = roads.path_coordinates(113.0, 28.02, 113.0, 28.03)
+    assert (113.04, 28.02) in [(round(x, 6), round(y, 6)) for x, y in path]
+
+
+def test_road_network_from_file_and_planning_on_it(tmp_path):
+    import geopandas as gpd
+
+    path = tmp_path / "roads.geojson"
+    gpd.GeoDataFrame(geometry=river_town(), crs="EPSG:4326").to_file(path, driver="GeoJSON")
+    roads = RoadNetwork.from_file(path)
+    places = [
+        Place("SOUTH", 113.001, 28.0205, tuple([1.0] * 24)),
+        Place("NORTH", 113.001, 28.0295, tuple([1.0] * 24)),
+    ]
+    team = TeamShift(1, "T", 113.0, 28.0, "foot", 4.5)
+    lon = np.array([p.lon for p in places] + [team.lon])
+    lat = np.array([p.lat for p in places] + [team.lat])
+    on_roads = roads.distance_matrix(lon, lat)
+    problem = Problem([team], places, on_roads, 20.0, 120, PlanningOptions())
+    plan, _ = solve(problem)
+    straight = straight_line_matrix(lon, lat, 1.3)
+    assert on_roads[0, 1] > 5 * straight[0, 1]
+    assert plan.km * 1000 == pytest.approx(
+        sum(r.metres for r in plan.routes)
+    )  # distances come from the network
+    # a 2-hour walk reaches the south bank but not the north bank and back via the bridge
+    visited = {
+        problem.places[problem.stops[v.stop].place].grid_code for v in plan.routes[0].visits
+    }
+    assert visited == {"SOUTH"}
+
+
+# --- adherence ----------------------------------------------------------------------------
+
+
+def synthetic_pings(payload: dict, follow_share: float) -> pd.DataFrame:
+    """Pings every minute: at the first ``follow_share`` of each team's stops during their
+    planned dwell, elsewhere (2 km away) the rest of the shift."""
+    rows = []
+    start = datetime.fromisoformat(payload["shift_start"])
+    end = datetime.fromisoformat(payload["shift_end"])
+    for team in payload["teams"]:
+        n_followed = round(follow_share * len(team["stops"]))
+        visits = [
+            (
+                datetime.fromisoformat(stop["arrive"]),
+                datetime.fromisoformat(stop["depart"]),
+                (stop["lon"], stop["lat"]),
+            )
+            for stop in team["stops"][:n_followed]
+        ]
+        away = (team["base"]["lon"] + 0.02, team["base"]["lat"] + 0.02)
+        t = start
+        while t <= end:
+            lon, lat = next((where for a, d, where in visits if a <= t <= d), away)
+            rows.append((team["team_id"], t.astimezone(UTC), lon, lat))
+            t += timedelta(minutes=1)
+    return pd.DataFrame(rows, columns=["team_id", "ts", "lon", "lat"])
+
+
+@pytest.mark.parametrize(("share", "expected"), [(1.0, 100.0), (0.5, 50.0), (0.0, 0.0)])
+def test_adherence_follow_half_ignore(share, expected):
+    payload = payload_of(county_problem(n_teams=4, n_places=30, seed=8))
+    planned = sum(len(t["stops"]) for t in payload["teams"])
+    assert planned >= 8
+    result = adherence_from_pings(payload, synthetic_pings(payload, share), TZ)
+    station = result["station"]
+    followed = sum(round(share * len(t["stops"])) for t in payload["teams"])
+    assert station["stops_visited"] == followed
+    assert station["visited_pct"] == pytest.approx(expected, abs=10)
+    for planned_team, team in zip(payload["teams"], result["teams"], strict=True):
+        previous = planned_team["base"]
+        for planned_stop, stop in zip(planned_team["stops"], team["stops"], strict=True):
+            apart = float(
+                haversine_m(
+                    previous["lon"], previous["lat"], planned_stop["lon"], planned_stop["lat"]
+                )
+            )
+            # a stop within reach of the previous one may be "entered" while still there
+            if stop["visited"] and apart > 300:
+                assert stop["late_min"] == pytest.approx(0.0, abs=1.0)
+            previous = planned_stop
+    if share == 0.0:
+        # the whole shift spent 2 km off the route
+        assert station["off_route_km"] == pytest.approx(0.0) or all(
+            t["off_route_km"] == t["km_travelled"] for t in result["teams"]
+        )
+    assert station["teams_without_pings"] == []
+
+
+def test_adherence_late_arrival_and_no_pings():
+    payload = payload_of(county_problem(n_teams=2, n_places=20, seed=4))
+    team = payload["teams"][0]
+    stop = team["stops"][0]
+    arrive = datetime.fromisoformat(stop["arrive"]) + timedelta(minutes=20)
+    rows = [
+        (
+            team["team_id"],
+            (arrive + timedelta(minutes=m)).astimezone(UTC),
+            stop["lon"],
+            stop["lat"],
+        )
+        for m in range(0, 17)
+    ]
+    result = adherence_from_pings(
+        payload, pd.DataFrame(rows, columns=["team_id", "ts", "lon", "lat"]), TZ
+    )
+    first = result["teams"][0]["stops"][0]
+    assert first["visited"] and first["late_min"] == pytest.approx(20.0, abs=0.5)
+    # a stay of 5 minutes is not enough dwell
+    short = adherence_from_pings(
+        payload, pd.DataFrame(rows[:5], columns=["team_id", "ts", "lon", "lat"]), TZ
+    )
+    assert not short["teams"][0]["stops"][0]["visited"]
+    assert result["teams"][1]["no_pings"]
+    assert result["station"]["teams_without_pings"] == [payload["teams"][1]["team_code"]]

@@ -182,67 +182,6 @@ def completed(labels: Sequence[str], today: date) -> list[str]:
     return sorted(done, key=lambda label: parse_period(label).start)
 
 
-def hotspot_rows(
-    grid_rows: pd.DataFrame, grids: GridGeometry, kinds: Sequence[PeriodKind], today: date
-) -> pd.DataFrame:
-    """Gi* per grid and period (on reported incidents) and an emerging class per kind.
-
-    Patrol-discovered incidents are left out so that patrols do not chase their own finds.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``area_id, period_kind, period, gi_star_z, gi_star_p, gi_star_q, hotspot,
-        hotspot_class`` for every (grid, period) with data or a significant result.
-    """
-    from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star
-
-    if len(grids.frame) < 3:
-        return pd.DataFrame()
-    weights = grids.weights
-    ids = list(weights.id_order)
-    out = []
-    for kind in kinds:
-        if kind not in HOTSPOT_KINDS:
-            continue
-        rows = grid_rows[grid_rows["period_kind"] == kind]
-        if rows.empty:
-            continue
-        matrix = (
-            rows.pivot_table(
-                index="area_id", columns="period", values="incidents_reported", aggfunc="sum"
-            )
-            .reindex(ids)
-            .fillna(0.0)
-        )
-        classes = pd.Series("none", index=ids)
-        history = completed(list(matrix.columns), today)
-        if len(history) >= 2:
-            classes = emerging_hotspots(matrix[history], weights).reindex(ids).fillna("none")
-        present = set(zip(rows["area_id"], rows["period"], strict=True))
-        for label in matrix.columns:
-            result = gi_star(matrix[label], weights)
-            keep = result[
-                result["significant"]
-                | pd.Index(result.index).isin([a for a, p in present if p == label])
-            ]
-            out.append(
-                pd.DataFrame(
-                    {
-                        "area_id": keep.index.astype("int64"),
-                        "period_kind": kind,
-                        "period": label,
-                        "gi_star_z": keep["gi_star_z"].round(4).to_numpy(),
-                        "gi_star_p": keep["gi_star_p"].round(6).to_numpy(),
-                        "gi_star_q": keep["gi_star_q"].round(6).to_numpy(),
-                        "hotspot": keep["hotspot"].to_numpy(),
-                        "hotspot_class": classes.reindex(keep.index).to_numpy(),
-                    }
-                )
-            )
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
 def hotspot_frame(
     counts: pd.DataFrame,
     grids: GridGeometry,

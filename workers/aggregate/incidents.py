@@ -1,4 +1,4 @@
-"""Incident counts per grid and period, and roll-ups up the area tree.
+"""Incident counts per grid and period, and the area tree they roll up along.
 
 Counts are kept "wide": one row per (area, period) with additive columns (totals, night,
 solved, …, and one ``cat:<code>`` column per category), so rolling up to villages, townships
@@ -33,97 +33,6 @@ NIGHT_START_HOUR = 20
 NIGHT_END_HOUR = 6
 
 
-def local_dates(ts: pd.Series, tz: ZoneInfo) -> np.ndarray:
-    """Return the local calendar date (``datetime64[D]``) of each UTC instant."""
-    local = pd.DatetimeIndex(ts).tz_convert(tz).tz_localize(None)
-    return local.values.astype("datetime64[D]")
-
-
-def period_labels(days: np.ndarray, kind: PeriodKind) -> np.ndarray:
-    """Label local dates with their period of ``kind`` (``2026Q3`` …), the periods.py way.
-
-    Only the distinct dates are labelled in Python; the labels are then broadcast back.
-    """
-    if len(days) == 0:
-        return np.array([], dtype=object)
-    unique, inverse = np.unique(days, return_inverse=True)
-    labels = np.array(
-        [period_of(date.fromisoformat(str(d)), kind).label for d in unique], dtype=object
-    )
-    return labels[inverse]
-
-
-def incident_counts(
-    incidents: pd.DataFrame,
-    tz: ZoneInfo,
-    kinds: Sequence[PeriodKind] = PERIOD_KINDS,
-    categories: Iterable[str] = (),
-) -> pd.DataFrame:
-    """Count incidents per grid and period.
-
-    Parameters
-    ----------
-    incidents : pandas.DataFrame
-        Columns ``grid_id``, ``occurred_at`` (UTC), ``category``, ``source``, ``status``,
-        ``solved_at``, ``victim_notified_at``, and optionally ``outside_view`` (bool: not seen
-        by any working camera). Rows without a grid are ignored.
-    tz : zoneinfo.ZoneInfo
-        Zone in which periods and night hours are cut.
-    kinds : sequence of str
-        Period kinds to count.
-    categories : iterable of str
-        Category codes that always get a column (others appear when present).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (``area_id``, ``period_kind``, ``period``) with the :data:`ADDITIVE`
-        columns and one ``cat:<code>`` column per category.
-    """
-    frame = incidents[incidents["grid_id"].notna()]
-    cat_columns = [f"{CATEGORY_PREFIX}{c}" for c in categories]
-    if frame.empty:
-        return pd.DataFrame(columns=["area_id", "period_kind", "period", *ADDITIVE, *cat_columns])
-    occurred = pd.to_datetime(frame["occurred_at"], utc=True)
-    local = pd.DatetimeIndex(occurred).tz_convert(tz)
-    hours = local.hour.to_numpy()
-    solved = (
-        frame["status"].isin(("solved", "closed")).to_numpy()
-        | frame["solved_at"].notna().to_numpy()
-    )
-    base = pd.DataFrame(
-        {
-            "area_id": frame["grid_id"].astype("int64").to_numpy(),
-            "incidents_total": 1,
-            "incidents_reported": (frame["source"] != "patrol").to_numpy().astype(int),
-            "incidents_patrol": (frame["source"] == "patrol").to_numpy().astype(int),
-            "incidents_night": ((hours >= NIGHT_START_HOUR) | (hours < NIGHT_END_HOUR)).astype(
-                int
-            ),
-            "incidents_solved": solved.astype(int),
-            "solved_not_notified": (solved & frame["victim_notified_at"].isna().to_numpy()).astype(
-                int
-            ),
-            "incidents_blind_spot": (
-                frame["outside_view"].to_numpy().astype(int) if "outside_view" in frame else 0
-            ),
-        }
-    )
-    dummies = pd.get_dummies(frame["category"].to_numpy(), prefix="", prefix_sep="", dtype=int)
-    dummies.columns = [f"{CATEGORY_PREFIX}{c}" for c in dummies.columns]
-    base = pd.concat([base, dummies], axis=1)
-    days = local.tz_localize(None).values.astype("datetime64[D]")
-    parts = []
-    for kind in kinds:
-        labelled = base.assign(period_kind=kind, period=period_labels(days, kind))
-        parts.append(labelled.groupby(["area_id", "period_kind", "period"], sort=True).sum())
-    counts = pd.concat(parts).reset_index()
-    for column in cat_columns:
-        if column not in counts:
-            counts[column] = 0
-    return counts
-
-
 @lru_cache(maxsize=65_536)
 def _label(day_number: int, kind: PeriodKind) -> str:
     """Return the label of the period of ``kind`` holding day ``day_number`` (days since 1970)."""
@@ -141,16 +50,16 @@ def count_by_period(
 ) -> dict[str, pd.DataFrame]:
     """Count incidents per grid and period, one frame per period kind (vectorised).
 
-    The same counts as :func:`incident_counts`, computed with integer keys and
-    :func:`numpy.bincount` instead of a group-by per kind, and returned per kind.
+    Computed with integer keys and :func:`numpy.bincount` (no group-by per kind).
 
     Parameters
     ----------
     incidents : pandas.DataFrame
-        As for :func:`incident_counts`; or, as the engine reads them, ``occurred_s`` (epoch
-        seconds) for ``occurred_at`` and booleans ``is_patrol``, ``is_solved`` (status solved
-        or closed, or a solved time) and ``victim_notified`` for the source and status
-        columns.
+        Columns ``grid_id`` (rows without a grid are ignored), ``category``, optionally
+        ``outside_view`` (bool: seen by no working camera), and either ``occurred_at`` (UTC),
+        ``source``, ``status``, ``solved_at``, ``victim_notified_at``, or, as the engine reads
+        them, ``occurred_s`` (epoch seconds) and booleans ``is_patrol``, ``is_solved`` (status
+        solved or closed, or a solved time) and ``victim_notified``.
     tz : zoneinfo.ZoneInfo
         Zone in which periods and night hours are cut.
     kinds : sequence of str
@@ -256,36 +165,3 @@ def ancestors_table(areas: pd.DataFrame) -> pd.DataFrame:
             rows.append((area_id, current, level[current]))
             current = parent.get(current)
     return pd.DataFrame(rows, columns=["area_id", "ancestor_id", "ancestor_level"])
-
-
-def roll_up(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> pd.DataFrame:
-    """Sum additive columns of grid rows into every ancestor (grids themselves excluded).
-
-    Parameters
-    ----------
-    grid_rows : pandas.DataFrame
-        ``area_id``, ``period_kind``, ``period`` and additive numeric columns.
-    ancestors : pandas.DataFrame
-        From :func:`ancestors_table`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The same columns, one row per (ancestor, period_kind, period).
-    """
-    upward = ancestors[ancestors["ancestor_id"] != ancestors["area_id"]]
-    joined = grid_rows.merge(upward[["area_id", "ancestor_id"]], on="area_id")
-    numeric = [
-        c
-        for c in grid_rows.columns
-        if c not in ("area_id", "period_kind", "period")
-        and pd.api.types.is_numeric_dtype(grid_rows[c])
-    ]
-    summed = (
-        joined.drop(columns=["area_id"])
-        .groupby(["ancestor_id", "period_kind", "period"], sort=True)[numeric]
-        .sum()
-        .reset_index()
-        .rename(columns={"ancestor_id": "area_id"})
-    )
-    return summed

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, Engine, String, cast, create_engine, event
+from sqlalchemy import BigInteger, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.compiler import compiles
@@ -116,29 +116,13 @@ def upgrade_database(engine: Engine, revision: str = "head") -> str | None:
     return current_revision(engine)
 
 
-def utc_text(column: Any) -> Any:
-    """Select a :class:`~gridwatch.storage.types.UTCDateTime` column as text, for bulk reads.
-
-    Converting millions of values to ``datetime`` objects row by row is the slowest part of
-    reading them; as text they are parsed in one vectorised call by :func:`parse_utc`
-    (exactly: no float rounding near midnight).
-    """
-    return cast(column, String).label(column.key)
-
-
-def parse_utc(values: Any) -> pd.DatetimeIndex:
-    """Parse text from :func:`utc_text` (SQLite or PostgreSQL) into UTC instants."""
-    parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
-    return pd.DatetimeIndex(parsed)
-
-
 def read_frame(session: Session, stmt: Any, names: list[str]) -> pd.DataFrame:
     """Run a Core ``select`` of plain columns and return its rows as a DataFrame, fast.
 
     Rows come straight from the DB-API cursor as tuples: no ORM loading, no per-row
     ``Row`` objects and no result type processing, which dominate reading millions of rows.
-    Select only numbers, strings and booleans here (times through :func:`utc_text` or
-    :class:`epoch_seconds`). Text columns stay plain ``object`` columns.
+    Select only numbers, strings and booleans here (times through :class:`epoch_seconds`).
+    Text columns stay plain ``object`` columns.
     """
     result = session.connection().execute(stmt)
     try:

@@ -499,15 +499,13 @@ def _run_coverage(
     )
 
     run = session.get(AggregationRun, run_id)
-    key = (
-        str(session.get_bind().engine.url),
-        run_id,
-        run.created_at.isoformat() if run is not None else "",
-    )
+    if run is None:
+        raise RunError(f"no run {run_id}")
+    key = _run_key(session, run)
     cached = _COVERAGE_CACHE.get(key)
     if cached is not None:
         return cached
-    local = run is not None and run.scope == "incremental" and grid_ids is not None
+    local = run.scope == "incremental" and grid_ids is not None
     if local:
         assert grid_ids is not None
         grid_ids = sorted(grid_ids)

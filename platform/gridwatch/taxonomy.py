@@ -64,7 +64,26 @@ class SurveyFactor:
     en: str
 
 
-def _read_yaml(path: Path | None, default_name: str) -> dict[str, Any]:
+def read_yaml_mapping(
+    path: Path | None, default_name: str, error: type[ValueError] = ValueError
+) -> tuple[dict[str, Any], str]:
+    """Read a YAML mapping from ``path`` or the shipped ``gridwatch.data`` file.
+
+    Parameters
+    ----------
+    path : pathlib.Path or None
+        The file; ``None`` for the shipped default.
+    default_name : str
+        Name of the shipped file in ``gridwatch.data``.
+    error : type
+        Exception raised (with a one-sentence message naming the file) when the file cannot
+        be read, is not UTF-8, is not YAML or is not a mapping.
+
+    Returns
+    -------
+    tuple
+        The mapping and a name for messages.
+    """
     if path is None:
         text = resources.files("gridwatch.data").joinpath(default_name).read_text("utf-8")
         source = default_name
@@ -74,13 +93,20 @@ def _read_yaml(path: Path | None, default_name: str) -> dict[str, Any]:
             text = Path(path).read_text("utf-8")
         except UnicodeDecodeError as exc:
             # Files saved from Chinese Windows editors are often GBK.
-            raise TaxonomyError(f"{source}: not UTF-8 text; save it as UTF-8") from exc
+            raise error(f"{source}: not UTF-8 text; save it as UTF-8") from exc
+        except OSError as exc:
+            raise error(f"{source}: cannot be read: {exc.strerror or exc}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"{source}: not valid YAML: {exc}") from exc
+        raise error(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise TaxonomyError(f"{source}: expected a mapping at the top level")
+        raise error(f"{source}: expected a mapping at the top level")
+    return data, source
+
+
+def _read_yaml(path: Path | None, default_name: str) -> dict[str, Any]:
+    data, source = read_yaml_mapping(path, default_name, TaxonomyError)
     data["_source"] = source
     return data
 

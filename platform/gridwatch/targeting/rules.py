@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+from gridwatch import taxonomy
 
 
 class RulesError(ValueError):
@@ -98,26 +97,9 @@ def read_yaml_mapping(path: Path | None, default_name: str) -> tuple[dict[str, A
     Returns
     -------
     tuple
-        The mapping and a name for messages.
+        The mapping and a name for messages; problems raise :class:`RulesError`.
     """
-    if path is None:
-        text = resources.files("gridwatch.data").joinpath(default_name).read_text("utf-8")
-        source = default_name
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RulesError(f"{source}: not UTF-8 text; save it as UTF-8") from exc
-        except OSError as exc:
-            raise RulesError(f"{source}: cannot be read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RulesError(f"{source}: expected a mapping at the top level")
-    return data, source
+    return taxonomy.read_yaml_mapping(path, default_name, RulesError)
 
 
 def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Point a Folium map at the vendored assets instead of the CDNs Folium links by default.
 
 Folium's elements name their scripts and stylesheets in ``default_js`` / ``default_css`` as
-``(name, url)`` pairs pointing at jsdelivr, cdnjs and code.jquery.com. The intranet reaches none
+``(name, url)`` pairs pointing at public CDN hosts. The intranet reaches none
 of them, so :func:`use_local_assets` rewrites every pair in a map's tree to a file under
 ``assets/`` (served by the web app under ``/maps/assets/``), drops the ones our maps never
 use, and refuses a name it does not know, so a new plugin cannot quietly load from the

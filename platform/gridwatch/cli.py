@@ -672,22 +672,39 @@ def survey() -> None:
     """Survey indicators, rankings, the accountability ladder and priorities (安全感测评)."""
 
 
+def _sentences_for(errors: Callable[[], tuple[type[Exception], ...]]) -> Callable[[F], F]:
+    """Make a decorator that turns the exceptions ``errors()`` names into one sentence.
+
+    ``errors`` is called when the command runs, so a command group's modules are imported
+    only when one of its commands is used.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            caught = errors()
+            try:
+                return func(*args, **kwargs)
+            except caught as exc:
+                raise UserFacingError(str(exc)) from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def _targeting_errors(func: F) -> F:
     """Turn bad periods, rule files and options into one sentence."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def errors() -> tuple[type[Exception], ...]:
         from gridwatch.periods import PeriodError
         from gridwatch.targeting.rules import RulesError
         from gridwatch.taxonomy import TaxonomyError
         from gridwatch.workers.engine import RunError
 
-        try:
-            return func(*args, **kwargs)
-        except (PeriodError, RulesError, TaxonomyError, RunError) as exc:
-            raise UserFacingError(str(exc)) from exc
+        return (PeriodError, RulesError, TaxonomyError, RunError)
 
-    return wrapper  # type: ignore[return-value]
+    return _sentences_for(errors)(func)
 
 
 def _survey_quarter(ctx: click.Context, engine: Any, quarter: str | None) -> str:
@@ -964,16 +981,14 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _account_errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    """Turn account errors (unknown user, bad role or password) into one sentence."""
+
+    def errors() -> tuple[type[Exception], ...]:
         from gridwatch.accounts import AccountError
 
-        try:
-            return func(*args, **kwargs)
-        except AccountError as exc:
-            raise UserFacingError(str(exc)) from exc
+        return (AccountError,)
 
-    return wrapper  # type: ignore[return-value]
+    return _sentences_for(errors)(func)
 
 
 @users.command("add")
@@ -1124,17 +1139,13 @@ def routes() -> None:
 def _routing_errors(func: F) -> F:
     """Turn planning errors (unknown station or plan, bad shift, bad roads) into a sentence."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def errors() -> tuple[type[Exception], ...]:
         from gridwatch.routing.plans import PlanningError
         from gridwatch.routing.travel import RoadNetworkError
 
-        try:
-            return func(*args, **kwargs)
-        except (PlanningError, RoadNetworkError) as exc:
-            raise UserFacingError(str(exc)) from exc
+        return (PlanningError, RoadNetworkError)
 
-    return wrapper  # type: ignore[return-value]
+    return _sentences_for(errors)(func)
 
 
 @routes.command("plan")

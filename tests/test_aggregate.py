@@ -3,7 +3,7 @@ in local time, incremental runs equal full runs, and readers only see published 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from gridwatch.ingest import ImportOptions, import_file
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import AggregationRun
+from gridwatch.workers.countywide import local_today
 from gridwatch.workers.engine import (
     RunRequest,
     create_run,
@@ -559,3 +560,49 @@ def test_incremental_run_after_a_patrol_import_equals_full_run(loaded_county, tm
         {k: v for k, v in r.items() if k not in ("run_id", "hours_since_last_visit")}
         for r in fresh
     ]
+
+
+def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(loaded_county, tmp_path):
+    """Three incremental runs in a row: a township's recounts first ride as a delta on its
+    counts, then are merged into them; each run patches the base run's blocks, and the end
+    result equals a full recompute, including the forecasts and emerging classes."""
+    engine, settings = loaded_county
+    run_eager(engine, settings, RunRequest())
+    yesterday = local_today(settings.timezone) - timedelta(days=1)
+    imports = [
+        f"A1,{yesterday} 10:00,theft,113.015,28.015\nA2,2026-08-03 23:00,robbery,113.015,28.015",
+        f"B1,{yesterday} 22:00,fraud,113.005,28.015",  # a second grid: the delta is merged
+        "C1,2026-07-07 09:00,theft,113.005,28.005\nC2,2026-07-08 09:00,theft,113.015,28.015",
+    ]
+    summaries = []
+    for i, rows in enumerate(imports):
+        path = tmp_path / f"more{i}.csv"
+        path.write_text("id,occurred_at,category,lon,lat\n" + rows + "\n", "utf-8")
+        mark_dirty(engine, import_file("incidents", path, settings, engine).affected_grid_ids)
+        summary = run_eager(engine, settings, RunRequest())
+        assert summary["scope"] == "incremental"
+        summaries.append(summary)
+    with session_scope(engine) as session:
+        paths = [session.get(AggregationRun, s["run_id"]).extras["counts_from"] for s in summaries]
+    assert paths == ["patched"] * 3
+    keys = [
+        (level, period)
+        for level in ("grid", "village", "county")
+        for period in ("2026Q3", "2026-08", "2026-W28", "2026", yesterday.isoformat())
+    ]
+    drop = ("run_id", "hours_since_last_visit")
+    after = {
+        k: [{n: v for n, v in r.items() if n not in drop} for r in read_metrics(engine, *k)]
+        for k in keys
+    }
+    assert after[("county", "2026")][0]["incidents_total"] == 3 + 5 - (yesterday.year != 2026) * 2
+    full = run_eager(engine, settings, RunRequest(full=True))
+    for key, rows in after.items():
+        fresh = [{n: v for n, v in r.items() if n not in drop} for r in read_metrics(engine, *key)]
+        assert rows == fresh, key
+    with session_scope(engine) as session:
+        scorecards = [
+            session.get(AggregationRun, run_id).scorecard
+            for run_id in (summaries[-1]["run_id"], full["run_id"])
+        ]
+    assert scorecards[0] == scorecards[1]

@@ -15,6 +15,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Integer, Table, delete, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -51,14 +52,22 @@ def encode(frame: pd.DataFrame) -> bytes:
     return _write_stream(pa.table(arrays) if arrays else pa.table({}))
 
 
-def decode(payload: bytes) -> pd.DataFrame:
-    """Read a frame written by :func:`encode` or sliced by :func:`block_rows`."""
+def decode(payload: bytes, area_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Read a frame written by :func:`encode` or sliced by :func:`block_rows`.
+
+    With ``area_ids``, only the rows of those areas are read into pandas (the rest of the
+    payload is never converted, which is most of the cost of reading a large part).
+    """
     if payload[:4] != _MAGIC:
         raise ValueError("not a GridWatch block payload")
     size = int.from_bytes(payload[4:12], "little")
     raw = _CODEC.decompress(payload[12:], decompressed_size=size, asbytes=True)
     with pa.ipc.open_stream(raw) as reader:
-        return cast(pd.DataFrame, reader.read_all().to_pandas())
+        table = reader.read_all()
+    if area_ids is not None:
+        wanted = pa.array(np.asarray(area_ids, dtype=np.int64))
+        table = table.filter(pc.is_in(table.column("area_id").cast(pa.int64()), wanted))
+    return cast(pd.DataFrame, table.to_pandas())
 
 
 def _write_stream(table: pa.Table) -> bytes:
@@ -222,6 +231,8 @@ def concat_parts(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f.columns)]
     if not frames:
         return pd.DataFrame()
+    # Empty frames add nothing but can carry categories of another dtype.
+    frames = [f for f in frames if len(f)] or frames[:1]
     if len(frames) == 1:
         return frames[0]
     # Give categorical columns one set of categories, so that they stay categorical.
@@ -238,8 +249,14 @@ def part_units(session: Session, run_id: int) -> set[str]:
     return set(session.scalars(select(RunPart.unit).where(RunPart.run_id == run_id).distinct()))
 
 
-def copy_parts(session: Session, source_run: int, target_run: int, units: Sequence[str]) -> None:
-    """Copy the parts of ``units`` from one run to another inside the database."""
+def copy_parts(
+    session: Session,
+    source_run: int,
+    target_run: int,
+    units: Sequence[str],
+    names: Sequence[str] | None = None,
+) -> None:
+    """Copy the parts of ``units`` (only ``names``, if given) to another run in the database."""
     wanted = list(units)
     for start in range(0, len(wanted), 400):
         source = select(
@@ -248,4 +265,46 @@ def copy_parts(session: Session, source_run: int, target_run: int, units: Sequen
             PARTS.c.name,
             PARTS.c.payload,
         ).where(PARTS.c.run_id == source_run, PARTS.c.unit.in_(wanted[start : start + 400]))
+        if names is not None:
+            source = source.where(PARTS.c.name.in_(list(names)))
         session.execute(insert(PARTS).from_select(["run_id", "unit", "name", "payload"], source))
+
+
+def read_named_parts(
+    session: Session,
+    run_id: int,
+    units: Sequence[str],
+    names: Sequence[str],
+    area_ids: dict[str, Sequence[int]] | None = None,
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """Return several named parts of several units in one query, unit → name → frame.
+
+    ``area_ids`` maps part names to the areas whose rows are wanted (all rows otherwise).
+    Absent parts are left out.
+    """
+    wanted = area_ids or {}
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for start in range(0, len(units), 400):
+        stmt = select(RunPart.unit, RunPart.name, RunPart.payload).where(
+            RunPart.run_id == run_id,
+            RunPart.unit.in_(list(units[start : start + 400])),
+            RunPart.name.in_(list(names)),
+        )
+        for unit, name, payload in session.execute(stmt):
+            out.setdefault(unit, {})[name] = decode(payload, wanted.get(name))
+    return out
+
+
+def copy_named_part(
+    session: Session, source_run: int, target_run: int, unit: str, name: str
+) -> None:
+    """Copy one part from one run to another inside the database (replacing the target's)."""
+    session.execute(
+        delete(RunPart).where(
+            RunPart.run_id == target_run, RunPart.unit == unit, RunPart.name == name
+        )
+    )
+    source = select(
+        literal(target_run, Integer), PARTS.c.unit, PARTS.c.name, PARTS.c.payload
+    ).where(PARTS.c.run_id == source_run, PARTS.c.unit == unit, PARTS.c.name == name)
+    session.execute(insert(PARTS).from_select(["run_id", "unit", "name", "payload"], source))

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from gridwatch.periods import PeriodKind, parse_period, period_of
 from gridwatch.storage.db import epoch_seconds, read_frame
 from gridwatch.storage.models import Area, Incident, PatrolPing, PatrolTeam
+from gridwatch.storage.types import wkb_of
 
 #: Period kinds that get Gi* and emerging-hot-spot classes (days are too short to be stable).
 HOTSPOT_KINDS: tuple[PeriodKind, ...] = ("week", "month", "quarter", "year")
@@ -36,16 +37,53 @@ class GridGeometry:
 
     frame: gpd.GeoDataFrame
     area_km2: pd.Series = field(default_factory=pd.Series)
+    #: West, south, east, north; taken from the polygons unless given.
+    bounds: tuple[float, float, float, float] | None = None
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """Return the grids' bounding box (west, south, east, north)."""
+        if self.bounds is not None:
+            return self.bounds
+        west, south, east, north = (float(v) for v in self.frame.total_bounds)
+        return west, south, east, north
+
+    @classmethod
+    def without_polygons(
+        cls,
+        ids: Sequence[int],
+        area_km2: Sequence[float],
+        bounds: tuple[float, ...],
+        weights: Any,
+    ) -> GridGeometry:
+        """Describe grids by ids, areas, extent and contiguity alone (no polygons).
+
+        Enough for hot spots, forecasts and the density surface, whose inputs these are.
+        """
+        index = pd.Index(np.asarray(ids, dtype=np.int64), name="id")
+        frame = gpd.GeoDataFrame(geometry=[None] * len(index), index=index, crs="EPSG:4326")
+        west, south, east, north = (float(v) for v in bounds)
+        km2 = pd.Series(area_km2, index=index, dtype=float)
+        grids = cls(frame, km2, (west, south, east, north))
+        grids.__dict__["weights"] = weights
+        return grids
 
     @classmethod
     def load(cls, session: Session, grid_ids: Sequence[int]) -> GridGeometry:
         """Load the polygons of ``grid_ids`` (grids without a polygon are left out)."""
-        rows = session.execute(
-            select(Area.id, Area.geom).where(Area.id.in_(list(grid_ids)), Area.geom.is_not(None))
-        ).all()
-        frame = gpd.GeoDataFrame(
-            {"id": [r.id for r in rows]}, geometry=[r.geom for r in rows], crs="EPSG:4326"
-        ).set_index("id")
+        wanted = list(grid_ids)
+        ids: list[int] = []
+        wkbs: list[bytes] = []
+        for start in range(0, len(wanted), 20_000):
+            rows = session.execute(
+                select(Area.id, wkb_of(Area.__table__.c.geom)).where(
+                    Area.id.in_(wanted[start : start + 20_000]), Area.geom.is_not(None)
+                )
+            ).all()
+            ids.extend(int(r[0]) for r in rows)
+            wkbs.extend(bytes(r[1]) for r in rows)
+        geometry = shapely.from_wkb(wkbs) if wkbs else []
+        frame = gpd.GeoDataFrame({"id": ids}, geometry=geometry, crs="EPSG:4326").set_index("id")
         # Local equirectangular scale per grid: well under 1 % error at county size.
         geoms = frame.geometry.to_numpy()
         lat = shapely.get_y(shapely.centroid(geoms)) if len(geoms) else np.array([])
@@ -182,18 +220,65 @@ def completed(labels: Sequence[str], today: date) -> list[str]:
     return sorted(done, key=lambda label: parse_period(label).start)
 
 
+def period_matrix(
+    series: pd.DataFrame, ids: Sequence[int], labels: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Dense grid × period matrices of reported incidents from count rows.
+
+    Parameters
+    ----------
+    series : pandas.DataFrame
+        ``area_id``, ``period`` (labels, plain or categorical) and ``incidents_reported``;
+        one row per grid and period with incidents.
+    ids : sequence of int
+        Grid ids, the matrices' rows in order.
+    labels : sequence of str, optional
+        The periods wanted, the matrices' columns; by default every period in ``series``,
+        sorted.
+
+    Returns
+    -------
+    reported : numpy.ndarray
+        Reported incidents.
+    present : numpy.ndarray of bool
+        Whether the grid has a row (any incident) in the period.
+    labels : list of str
+        The columns' periods.
+    """
+    period = series["period"]
+    if isinstance(period.dtype, pd.CategoricalDtype):
+        used = period.cat.remove_unused_categories()
+        categories = used.cat.categories.astype(str).to_numpy()
+        codes = used.cat.codes.to_numpy()
+    else:
+        categories, codes = np.unique(period.astype(str).to_numpy(), return_inverse=True)
+    if labels is None:
+        labels = sorted(str(c) for c in categories)
+    column = pd.Index(list(labels)).get_indexer(categories)[codes] if len(codes) else codes
+    row = pd.Index(list(ids)).get_indexer(series["area_id"].to_numpy(dtype=np.int64))
+    known = (row >= 0) & (column >= 0)
+    shape = (len(ids), len(labels))
+    cell = row[known].astype(np.int64) * shape[1] + column[known]
+    size = shape[0] * shape[1]
+    weights = series["incidents_reported"].to_numpy(dtype=float)[known]
+    reported = np.bincount(cell, weights=weights, minlength=size).reshape(shape)
+    present = (np.bincount(cell, minlength=size) > 0).reshape(shape)
+    return reported, present, list(labels)
+
+
 def hotspot_frame(
-    counts: pd.DataFrame,
+    series: pd.DataFrame,
     grids: GridGeometry,
     kind: str,
     today: date,
     only: set[str] | None = None,
+    classes: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Gi* per grid and period of one kind, and each grid's emerging-hot-spot class.
 
     Parameters
     ----------
-    counts : pandas.DataFrame
+    series : pandas.DataFrame
         Grid counts of the kind (``area_id``, ``period``, ``incidents_reported``).
     grids : GridGeometry
         The grids (their contiguity weights are used).
@@ -203,6 +288,9 @@ def hotspot_frame(
         Periods ending after today are not part of the emerging-class history.
     only : set of str, optional
         Compute Gi* for these periods only (the class always uses the whole history).
+    classes : pandas.Series, optional
+        The emerging classes, when known to be unchanged (an incremental run whose changed
+        periods have not ended): they are returned as given instead of recomputed.
 
     Returns
     -------
@@ -215,48 +303,39 @@ def hotspot_frame(
     from gridwatch.workers.aggregate.hotspots import emerging_hotspots, gi_star_periods
 
     empty = pd.DataFrame(), pd.Series(dtype=object)
-    if kind not in HOTSPOT_KINDS or len(grids.frame) < 3 or counts.empty:
+    if kind not in HOTSPOT_KINDS or len(grids.frame) < 3 or series.empty:
         return empty
     weights = grids.weights
     ids = list(weights.id_order)
-    # Dense grid × period matrices built from codes (pivot_table is slow on many rows).
-    all_labels = np.array(sorted({str(p) for p in pd.unique(counts["period"])}), dtype=object)
-    row = pd.Index(ids).get_indexer(counts["area_id"].to_numpy(dtype=np.int64))
-    column = np.searchsorted(all_labels, counts["period"].astype(str).to_numpy())
-    known = row >= 0
-    reported = np.zeros((len(ids), len(all_labels)))
-    np.add.at(
-        reported,
-        (row[known], column[known]),
-        counts["incidents_reported"].to_numpy(dtype=float)[known],
-    )
-    present = np.zeros(reported.shape, dtype=bool)
-    present[row[known], column[known]] = True
-    matrix = pd.DataFrame(reported, index=ids, columns=list(all_labels))
-    classes = pd.Series("none", index=ids, dtype=object)
-    history = completed(list(matrix.columns), today)
-    if len(history) >= 2:
-        classes = emerging_hotspots(matrix[history], weights).reindex(ids).fillna("none")
-    labels = [c for c in matrix.columns if only is None or c in only]
+    if classes is None:
+        reported, present, all_labels = period_matrix(series, ids)
+        classes = pd.Series("none", index=ids, dtype=object)
+        history = completed(all_labels, today)
+        if len(history) >= 2:
+            matrix = pd.DataFrame(reported, index=ids, columns=all_labels)
+            classes = emerging_hotspots(matrix[history], weights).reindex(ids).fillna("none")
+        labels = [c for c in all_labels if only is None or c in only]
+        wanted = pd.Index(all_labels).get_indexer(labels)
+        reported, present = reported[:, wanted], present[:, wanted]
+    else:
+        classes = classes.reindex(ids).fillna("none")
+        labels = sorted(only or ())
+        reported, present, labels = period_matrix(series, ids, labels)
     if not labels:
         return pd.DataFrame(), classes
-    result = gi_star_periods(matrix[labels], weights)
+    result = gi_star_periods(pd.DataFrame(reported, index=ids, columns=labels), weights)
     # Keep a (grid, period) when it has data or a significant result.
-    has_data = present[:, np.searchsorted(all_labels, np.asarray(labels, dtype=object))]
-    grid, period = np.nonzero(result["significant"] | has_data)
-    out = [
-        pd.DataFrame(
-            {
-                "area_id": np.asarray(ids, dtype=np.int64)[grid],
-                "period": np.asarray(labels, dtype=object)[period],
-                "gi_star_z": result["gi_star_z"][grid, period].round(4),
-                "gi_star_p": result["gi_star_p"][grid, period].round(6),
-                "gi_star_q": result["gi_star_q"][grid, period].round(6),
-                "hotspot": result["hotspot"][grid, period],
-            }
-        )
-    ]
-    rows = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    grid, period = np.nonzero(result["significant"] | present)
+    rows = pd.DataFrame(
+        {
+            "area_id": np.asarray(ids, dtype=np.int64)[grid],
+            "period": np.asarray(labels, dtype=object)[period],
+            "gi_star_z": result["gi_star_z"][grid, period].round(4),
+            "gi_star_p": result["gi_star_p"][grid, period].round(6),
+            "gi_star_q": result["gi_star_q"][grid, period].round(6),
+            "hotspot": result["hotspot"][grid, period],
+        }
+    )
     return rows, classes
 
 
@@ -374,7 +453,7 @@ def density_part(
     )
     lon = points["lon"].to_numpy(dtype=float)
     lat = points["lat"].to_numpy(dtype=float)
-    west, south, east, north = (float(v) for v in grids.frame.total_bounds)
+    west, south, east, north = grids.extent
     width_m = (east - west) * 111_320.0 * np.cos(np.radians((south + north) / 2.0))
     height_m = (north - south) * 110_570.0
     cell_m = max(200.0, float(np.sqrt(max(width_m * height_m, 1.0) / 250_000.0)))

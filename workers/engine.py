@@ -299,10 +299,11 @@ def compute_unit(
             raise RunError(f"no run {run_id}")
         if run.status in ("done", "failed"):
             return 0  # a late duplicate delivery of an already finished run
-        base = _base_parts(session, run, unit)
-        grids = unit.grid_ids if base is None else sorted(set(run.area_ids) & set(grid_ids))
-        incidents = _load_incidents(session, grids, run, settings.timezone)
-        _store_unit(session, settings, run, unit, grids, incidents, label is not None, base)
+        if run.scope == "incremental" and run.based_on_run_id is not None:
+            return _recount_units(session, settings, run, [unit], label is not None)
+        incidents = _load_incidents(session, unit.grid_ids, run, settings.timezone)
+        _store_unit(session, settings, run, unit, incidents)
+        _mark_done(session, run, [unit.label] if label is not None else [], len(incidents))
         return len(incidents)
 
 
@@ -311,8 +312,8 @@ def compute_units(engine: Engine, settings: Settings, run_id: int, units: list[U
 
     A full run reads the incidents in one scan: one sequential read of the table is several
     times cheaper than one index lookup per incident, and it gives exactly what
-    :func:`compute_unit` gives unit by unit. An incremental run goes unit by unit, reading
-    only its changed grids.
+    :func:`compute_unit` gives unit by unit. An incremental run recounts the changed grids
+    of all its units at once, in one transaction.
     """
     with session_scope(engine) as session:
         run = session.get(AggregationRun, run_id)
@@ -320,16 +321,13 @@ def compute_units(engine: Engine, settings: Settings, run_id: int, units: list[U
             raise RunError(f"no run {run_id}")
         if run.status in ("done", "failed"):
             return 0
-        if run.scope == "incremental":
-            everything = None
-        else:
-            everything = _load_incidents(session, None, run, settings.timezone)
-            unit_of = {grid: i for i, unit in enumerate(units) for grid in unit.grid_ids}
-            position = everything["grid_id"].map(unit_of).to_numpy(dtype=float, na_value=-1.0)
-            order = np.argsort(position, kind="stable")
-            cuts = np.searchsorted(position[order], np.arange(len(units) + 1) - 0.5)
-    if everything is None:
-        return sum(compute_unit(engine, settings, run_id, u.grid_ids, u.label) for u in units)
+        if run.scope == "incremental" and run.based_on_run_id is not None:
+            return _recount_units(session, settings, run, units, True)
+        everything = _load_incidents(session, None, run, settings.timezone)
+        unit_of = {grid: i for i, unit in enumerate(units) for grid in unit.grid_ids}
+        position = everything["grid_id"].map(unit_of).to_numpy(dtype=float, na_value=-1.0)
+        order = np.argsort(position, kind="stable")
+        cuts = np.searchsorted(position[order], np.arange(len(units) + 1) - 0.5)
     total = 0
     for i, unit in enumerate(units):
         with session_scope(engine) as session:
@@ -337,26 +335,41 @@ def compute_units(engine: Engine, settings: Settings, run_id: int, units: list[U
             assert run is not None
             rows = order[cuts[i] : cuts[i + 1]]
             incidents = everything.iloc[rows].reset_index(drop=True)
-            _store_unit(session, settings, run, unit, unit.grid_ids, incidents, True, None)
+            _store_unit(session, settings, run, unit, incidents)
+            _mark_done(session, run, [unit.label], len(incidents))
             total += len(incidents)
     return total
 
 
-def _base_parts(
-    session: Session, run: AggregationRun, unit: Unit
-) -> dict[str, pd.DataFrame] | None:
-    """Return the unit's parts in the run an incremental run builds on (``None`` if none)."""
-    if run.scope != "incremental" or run.based_on_run_id is None:
-        return None
-    parts = {
-        name: blocks.read_unit_parts(session, run.based_on_run_id, name, [unit.label]).get(
-            unit.label
-        )
-        for name in ("counts", "coverage")
-    }
-    if any(frame is None for frame in parts.values()):
-        return None  # the unit is new: count all of it
-    return cast(dict[str, pd.DataFrame], parts)
+#: Parts a township task reads from the run an incremental run builds on.
+BASE_PART_NAMES = ("counts", "coverage", "counts_delta", "delta_grids")
+#: An incremental run stores a township's recounted grids as a delta on top of the
+#: township's last merged counts (writing a small delta instead of re-encoding the whole
+#: township); once the delta covers this share of the township's grids they are merged.
+DELTA_MERGE_SHARE = 0.25
+
+
+def _int_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give the count columns of concatenated count frames integer zeros for missing values."""
+    for column, dtype in frame.dtypes.items():
+        if dtype == np.int64:
+            continue  # no gaps (checking is far cheaper than converting every column)
+        if str(column).startswith(CATEGORY_PREFIX) or column in ADDITIVE:
+            frame[column] = frame[column].fillna(0).astype(np.int64)
+    return frame
+
+
+def unit_counts(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Return a unit's current counts: its merged counts overlaid with its delta, if any."""
+    root = parts["counts"]
+    if "delta_grids" not in parts or parts["delta_grids"].empty:
+        return root
+    replaced = parts["delta_grids"]["area_id"].to_numpy(dtype=np.int64)
+    frames = [root[~root["area_id"].isin(replaced)].copy()]
+    delta = parts.get("counts_delta")
+    if delta is not None and not delta.empty:
+        frames.append(delta.copy())
+    return _int_counts(blocks.concat_parts(frames))
 
 
 #: The counts each unit of the newest run stored, kept in this process so that finalising
@@ -386,28 +399,21 @@ def _run_counts(session: Session, run: AggregationRun) -> pd.DataFrame:
     cached = _COUNTS_CACHE.get(_run_key(session, run), {})
     missing = [u for u in units if u not in cached]
     frames = {**{u: cached[u] for u in units if u in cached}}
-    frames.update(blocks.read_unit_parts(session, run.id, "counts", missing))
+    stored = {
+        name: blocks.read_unit_parts(session, run.id, name, missing)
+        for name in ("counts", "counts_delta", "delta_grids")
+    }
+    for unit, root in stored["counts"].items():
+        frames[unit] = unit_counts(
+            {"counts": root, **{n: f[unit] for n, f in stored.items() if unit in f}}
+        )
     _COUNTS_CACHE.clear()  # the run is being finalised: free the memory
     return blocks.concat_parts([frames[u] for u in units if u in frames])
 
 
-def _store_unit(
-    session: Session,
-    settings: Settings,
-    run: AggregationRun,
-    unit: Unit,
-    grids: list[int],
-    incidents: pd.DataFrame,
-    planned: bool,
-    base: dict[str, pd.DataFrame] | None,
-) -> None:
-    """Count ``grids``' incidents, store the unit's parts and record progress.
-
-    With ``base`` (an incremental run), the unit's other grids keep their rows from it.
-    """
+def _count_frame(incidents: pd.DataFrame, settings: Settings, run: AggregationRun) -> pd.DataFrame:
+    """Count incidents per grid and period of every kind of the run, in one frame."""
     taxonomy = load_taxonomy(settings.categories_file)
-    outside, coverage = _unit_coverage(session, run.id, grids, incidents)
-    incidents["outside_view"] = outside
     counts = count_by_period(
         incidents, settings.timezone, tuple(run.period_kinds), taxonomy.categories
     )
@@ -416,24 +422,30 @@ def _store_unit(
         [frame.assign(period_kind=kind) for kind, frame in counts.items()], ignore_index=True
     )
     merged["period"] = pd.Categorical(merged["period"])
-    parts: dict[str, pd.DataFrame] = {}
-    if base is not None:
-        recounted = base["counts"]["area_id"].isin(grids)
-        parts["changed"] = _diff_periods(base["counts"][recounted], merged)
-        kept = base["counts"][~recounted]
-        merged = blocks.concat_parts([kept, merged])
-        for column in merged.columns:
-            if column.startswith(CATEGORY_PREFIX) or column in ADDITIVE:
-                merged[column] = merged[column].fillna(0).astype(np.int64)
-        kept_coverage = base["coverage"][~base["coverage"]["area_id"].isin(grids)]
-        coverage = pd.concat([kept_coverage, coverage], ignore_index=True)
-    parts.update({"counts": merged, "coverage": coverage})
-    blocks.write_parts(session, run.id, unit.label, parts)
+    return merged
+
+
+def _store_unit(
+    session: Session,
+    settings: Settings,
+    run: AggregationRun,
+    unit: Unit,
+    incidents: pd.DataFrame,
+) -> None:
+    """Count all of a unit's incidents and store its parts (a full count)."""
+    outside, coverage = _unit_coverage(session, run.id, unit.grid_ids, incidents)
+    incidents["outside_view"] = outside
+    merged = _count_frame(incidents, settings, run)
+    blocks.write_parts(session, run.id, unit.label, {"counts": merged, "coverage": coverage})
     _remember_counts(session, run, unit.label, merged)
-    if planned:
+
+
+def _mark_done(session: Session, run: AggregationRun, labels: list[str], rows_read: int) -> None:
+    """Record that planned units are computed, and the incidents they read."""
+    if labels:
         session.execute(
             update(RunUnit)
-            .where(RunUnit.run_id == run.id, RunUnit.label == unit.label)
+            .where(RunUnit.run_id == run.id, RunUnit.label.in_(labels))
             .values(done_at=datetime.now(UTC))
         )
     # Counted from the unit table, so a redelivered task is not counted twice.
@@ -445,8 +457,112 @@ def _store_unit(
     session.execute(
         update(AggregationRun)
         .where(AggregationRun.id == run.id)
-        .values(townships_done=done, rows_read=AggregationRun.rows_read + len(incidents))
+        .values(townships_done=done, rows_read=AggregationRun.rows_read + rows_read)
     )
+
+
+def _recount_units(
+    session: Session, settings: Settings, run: AggregationRun, units: list[Unit], planned: bool
+) -> int:
+    """Recount the changed grids of an incremental run's units and store their parts.
+
+    All the units' changed grids are read, located against the cameras and counted at once.
+    Per unit, ``recount`` (the recounted grids' rows of every period) and ``recounted``
+    (those grids, even ones left with no incidents) are what finalising patches the
+    published blocks with, and ``changed`` lists the periods whose rows differ from the base
+    run's. The unit's merged counts are copied from the base run inside the database and the
+    recount joins its delta, until the delta covers :data:`DELTA_MERGE_SHARE` of the unit's
+    grids and is merged. A unit the base run does not have is counted in full.
+
+    Returns
+    -------
+    int
+        Incident rows read.
+    """
+    assert run.based_on_run_id is not None
+    base_id = run.based_on_run_id
+    dirty = {int(g) for g in run.area_ids}
+    recount_of = {u.label: sorted(dirty.intersection(u.grid_ids)) for u in units}
+    wanted = sorted({g for grids in recount_of.values() for g in grids})
+    base = blocks.read_named_parts(
+        session, base_id, [u.label for u in units], BASE_PART_NAMES, {"counts": wanted}
+    )
+    read = 0
+    patched = []
+    for unit in units:
+        if {"counts", "coverage"} <= set(base.get(unit.label, {})):
+            patched.append(unit)
+            continue
+        incidents = _load_incidents(session, unit.grid_ids, run, settings.timezone)
+        _store_unit(session, settings, run, unit, incidents)  # new unit: count all of it
+        read += len(incidents)
+    grids = sorted({g for unit in patched for g in recount_of[unit.label]})
+    incidents = _load_incidents(session, grids, run, settings.timezone)
+    read += len(incidents)
+    outside, coverage = _unit_coverage(session, run.id, grids, incidents)
+    incidents["outside_view"] = outside
+    recount = _count_frame(incidents, settings, run)
+    olds = []
+    for unit in patched:
+        parts = base[unit.label]
+        in_delta = parts["delta_grids"]["area_id"] if "delta_grids" in parts else []
+        root = parts["counts"]
+        olds.append(root[~root["area_id"].isin(in_delta)].copy())
+        delta = parts.get("counts_delta")
+        if delta is not None and not delta.empty:
+            olds.append(delta[delta["area_id"].isin(recount_of[unit.label])].copy())
+    changed = _diff_periods(blocks.concat_parts(olds), recount)
+    recount_area = recount["area_id"].to_numpy(dtype=np.int64)
+    coverage_area = coverage["area_id"].to_numpy(dtype=np.int64)
+    for unit in patched:
+        mine = np.asarray(recount_of[unit.label], dtype=np.int64)
+        rows = recount.iloc[np.flatnonzero(np.isin(recount_area, mine))].reset_index(drop=True)
+        parts = _delta_parts(session, run, unit, mine, rows, base[unit.label])
+        kept = base[unit.label]["coverage"]
+        parts["coverage"] = pd.concat(
+            [kept[~kept["area_id"].isin(mine)], coverage[np.isin(coverage_area, mine)]],
+            ignore_index=True,
+        )
+        parts.update(
+            {"changed": changed, "recount": rows, "recounted": pd.DataFrame({"area_id": mine})}
+        )
+        blocks.write_parts(session, run.id, unit.label, parts)
+    _mark_done(session, run, [u.label for u in units] if planned else [], read)
+    return read
+
+
+def _delta_parts(
+    session: Session,
+    run: AggregationRun,
+    unit: Unit,
+    grids: np.ndarray,
+    recount: pd.DataFrame,
+    base: dict[str, pd.DataFrame],
+) -> dict[str, pd.DataFrame]:
+    """Return a unit's new ``counts_delta`` and ``delta_grids`` (or merged ``counts``)."""
+    assert run.based_on_run_id is not None
+    delta = base.get("counts_delta")
+    delta_grids = (
+        {int(g) for g in base["delta_grids"]["area_id"]} if "delta_grids" in base else set()
+    )
+    if delta is None or delta.empty:
+        delta = recount.iloc[0:0]  # (its grids may still be set: recounted to no incidents)
+    new_delta = _int_counts(
+        blocks.concat_parts([delta[~delta["area_id"].isin(grids)].copy(), recount.copy()])
+    )
+    new_grids = np.asarray(sorted(delta_grids | {int(g) for g in grids}), dtype=np.int64)
+    if len(new_grids) <= DELTA_MERGE_SHARE * max(len(unit.grid_ids), 1):
+        blocks.copy_named_part(session, run.based_on_run_id, run.id, unit.label, "counts")
+        return {"counts_delta": new_delta, "delta_grids": pd.DataFrame({"area_id": new_grids})}
+    # The delta has grown: merge it into the unit's counts (read in full this once).
+    root = blocks.read_named_parts(session, run.based_on_run_id, [unit.label], ["counts"])
+    full = root[unit.label]["counts"]
+    kept = full[~full["area_id"].isin(new_grids)].copy()
+    return {
+        "counts": _int_counts(blocks.concat_parts([kept, new_delta])),
+        "counts_delta": new_delta.iloc[0:0],
+        "delta_grids": pd.DataFrame({"area_id": np.zeros(0, dtype=np.int64)}),
+    }
 
 
 #: Per-grid camera figures kept in the "current" block and summed up the tree.
@@ -487,8 +603,8 @@ def _run_coverage(
 
     A full run measures every grid and builds every view once (a view near a township border
     would otherwise be built for both townships) and keeps the result for its other
-    townships. An incremental run, which touches a few townships, measures just
-    ``grid_ids`` with the cameras near them and keeps nothing.
+    townships. An incremental run measures just its changed grids (all of them on first use,
+    for every township task of the run) with the cameras near them.
     """
     from gridwatch.workers import countywide
     from gridwatch.workers.aggregate.coverage import (
@@ -507,8 +623,8 @@ def _run_coverage(
         return cached
     local = run.scope == "incremental" and grid_ids is not None
     if local:
-        assert grid_ids is not None
-        grid_ids = sorted(grid_ids)
+        # every changed grid of the run at once: its townships' tasks share the result
+        grid_ids = sorted({int(g) for g in run.area_ids} | {int(g) for g in grid_ids or ()})
     else:
         parents = select(Area.parent_id).where(Area.parent_id.is_not(None))
         grid_ids = sorted(session.scalars(select(Area.id).where(Area.id.not_in(parents))))
@@ -531,6 +647,16 @@ def _run_coverage(
             Camera.lon.between(minx - m, maxx + m), Camera.lat.between(miny - m, maxy + m)
         )
     cameras = read_frame(session, stmt, [c.key for c in columns])
+    if local and len(cameras) and not grids.frame.empty:
+        # only cameras near one of the grids (the grids may lie far apart)
+        bounds = shapely.bounds(grids.frame.geometry.to_numpy())
+        m = CAMERA_MARGIN_DEG
+        boxes = shapely.box(bounds[:, 0] - m, bounds[:, 1] - m, bounds[:, 2] + m, bounds[:, 3] + m)
+        points = shapely.points(
+            cameras["lon"].to_numpy(dtype=float), cameras["lat"].to_numpy(dtype=float)
+        )
+        near = shapely.STRtree(boxes).query(points, predicate="intersects")[0]
+        cameras = cameras.iloc[np.unique(near)].reset_index(drop=True)
     views = camera_views(cameras) if len(cameras) else np.array([], dtype=object)
     table = pd.DataFrame(index=pd.Index(np.asarray(grid_ids, dtype=np.int64), name="area_id"))
     for column in COVERAGE_ADDITIVE:
@@ -550,11 +676,9 @@ def _run_coverage(
         if column in table.columns:
             table[column] = counts[column].reindex(table.index).fillna(0).astype(np.int64)
     table["grids_without_working_camera"] = (table["cameras_working"] == 0).astype(np.int64)
-    if not local:
-        _COVERAGE_CACHE.clear()  # one run at a time per process: keep only the newest
+    _COVERAGE_CACHE.clear()  # one run at a time per process: keep only the newest
     built = _RunCoverage(table, ViewIndex(views))
-    if not local:
-        _COVERAGE_CACHE[key] = built
+    _COVERAGE_CACHE[key] = built
     return built
 
 
@@ -585,12 +709,14 @@ def _unit_coverage(
 
 
 def _areas_frame(session: Session) -> pd.DataFrame:
-    return pd.DataFrame(
-        session.execute(
-            select(Area.id, Area.code, Area.parent_id, Area.level, Area.population)
-        ).all(),
-        columns=["id", "code", "parent_id", "level", "population"],
+    names = ["id", "code", "parent_id", "level", "population"]
+    frame = read_frame(
+        session, select(Area.id, Area.code, Area.parent_id, Area.level, Area.population), names
     )
+    for name in ("parent_id", "population"):  # NULL (NaN) makes them floats, as before
+        frame[name] = frame[name].astype(float)
+    frame["id"] = frame["id"].astype(np.int64)
+    return frame
 
 
 #: Patrol columns that add up across grids (distinct teams do not, so they stay per grid).
@@ -643,8 +769,11 @@ def roll_up_levels(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> dict[str
     Returns
     -------
     dict
-        Level → frame with ``area_id``, ``period`` and the summed numeric columns.
+        Level → frame with ``area_id``, ``period`` and the summed numeric columns, sorted by
+        area and period.
     """
+    import scipy.sparse as sp
+
     numeric = [
         c
         for c in grid_rows.columns
@@ -654,17 +783,32 @@ def roll_up_levels(grid_rows: pd.DataFrame, ancestors: pd.DataFrame) -> dict[str
     upward = ancestors[ancestors["ancestor_id"] != ancestors["area_id"]]
     out = {}
     area_ids = grid_rows["area_id"].to_numpy()
+    period_codes, period_labels = pd.factorize(grid_rows["period"], sort=True)
+    values = grid_rows[numeric].to_numpy(dtype=float)
+    integer = [pd.api.types.is_integer_dtype(grid_rows[c]) for c in numeric]
     for level, links in upward.groupby("ancestor_level"):
         mapping = pd.Series(links["ancestor_id"].to_numpy(), index=links["area_id"].to_numpy())
         ancestor = mapping.reindex(area_ids).to_numpy()
-        keep = ~pd.isna(ancestor)
-        if not keep.any():
+        keep = np.flatnonzero(~pd.isna(ancestor))
+        if not len(keep):
             continue
-        frame = grid_rows.loc[keep, ["period", *numeric]].assign(
-            area_id=ancestor[keep].astype(np.int64)
+        # One sparse product sums every column per (ancestor, period): a groupby per level
+        # and period kind costs far more.
+        key = ancestor[keep].astype(np.int64) * max(len(period_labels), 1) + period_codes[keep]
+        groups, inverse = np.unique(key, return_inverse=True)
+        membership = sp.csr_matrix(
+            (np.ones(len(keep)), (inverse, np.arange(len(keep)))), shape=(len(groups), len(keep))
         )
-        summed = frame.groupby(["area_id", "period"], sort=True, observed=True)[numeric].sum()
-        out[str(level)] = summed.reset_index()
+        summed = membership @ values[keep]
+        columns: dict[str, Any] = {
+            "area_id": groups // max(len(period_labels), 1),
+            "period": np.asarray(period_labels)[groups % max(len(period_labels), 1)],
+        }
+        for i, column in enumerate(numeric):
+            columns[column] = (
+                np.rint(summed[:, i]).astype(np.int64) if integer[i] else summed[:, i]
+            )
+        out[str(level)] = pd.DataFrame(columns)
     return out
 
 
@@ -715,6 +859,199 @@ def _patrol_changed_since(session: Session, moment: datetime) -> bool:
     )
 
 
+#: Grid block columns that are not incident counts.
+_NOT_COUNTS = ("area_id", "period", *PATROL_ADDITIVE, *PER_GRID_ONLY)
+
+
+def _counts_by_kind(all_counts: pd.DataFrame, kinds: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Split the units' counts (all kinds in one frame) by period kind."""
+    if all_counts.empty:
+        return {}
+    kind_of_row = all_counts["period_kind"].astype(str).to_numpy()
+    return {
+        kind: all_counts.iloc[np.flatnonzero(kind_of_row == kind)].drop(columns="period_kind")
+        for kind in kinds
+    }
+
+
+def _series(counts: pd.DataFrame) -> pd.DataFrame:
+    """Return the reported incidents per grid and period of one kind, stored for later runs.
+
+    One row per grid and period with any incident (the rows Gi*, the emerging classes and
+    the forecasts read); an incremental run patches these instead of reading every count.
+    """
+    if counts.empty or "incidents_reported" not in counts:
+        return pd.DataFrame(
+            {
+                "area_id": np.zeros(0, dtype=np.int64),
+                "period": pd.Categorical([]),
+                "incidents_reported": np.zeros(0, dtype=np.int64),
+            }
+        )
+    period = counts["period"]
+    period = (
+        period.cat.remove_unused_categories()
+        if isinstance(period.dtype, pd.CategoricalDtype)
+        else pd.Categorical(period.astype(str))
+    )
+    return pd.DataFrame(
+        {
+            "area_id": counts["area_id"].to_numpy(dtype=np.int64),
+            "period": period,
+            "incidents_reported": counts["incidents_reported"].to_numpy(dtype=np.int64),
+        }
+    )
+
+
+def _local_date(moment: datetime, tz: ZoneInfo) -> date:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(tz).date()
+
+
+def _patched_counts(
+    session: Session,
+    run: AggregationRun,
+    base_run: AggregationRun,
+    own_units: list[str],
+    changed: dict[str, set[str]],
+    today: date,
+    tz: ZoneInfo,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, pd.Series]] | None:
+    """Return the changed periods' grid counts of an incremental run, reading few counts.
+
+    The base run's grid blocks of the changed periods keep their rows of the grids not
+    recounted, the townships' recounts replace the others; the stored per-period series are
+    patched the same way. Emerging classes are taken over when no changed period has ended
+    (only ended periods make up their history).
+
+    Returns
+    -------
+    tuple or None
+        Counts per kind (changed periods only), series per kind, and the classes taken over;
+        ``None`` when the run cannot be patched (a date range, a base run from another day,
+        or one without stored series): then every count is read.
+    """
+    from gridwatch.workers.countywide import HOTSPOT_KINDS
+
+    kinds = [str(k) for k in run.period_kinds]
+    if run.date_from or run.date_to or _local_date(base_run.created_at, tz) != today:
+        return None
+    stored = {
+        kind: blocks.read_unit_parts(session, base_run.id, f"series:{kind}", [blocks.COUNTY_UNIT])
+        for kind in kinds
+    }
+    if not all(stored.values()):
+        return None
+    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
+    grids = (
+        recounted["area_id"].to_numpy(dtype=np.int64)
+        if "area_id" in recounted
+        else np.zeros(0, dtype=np.int64)
+    )
+    recount = blocks.read_parts(session, run.id, "recount", own_units)
+    kind_of_row = recount["period_kind"].astype(str).to_numpy() if len(recount) else None
+    current = blocks.read_block(session, base_run.id, "grid", CURRENT)
+    counts_by_kind: dict[str, pd.DataFrame] = {}
+    series: dict[str, pd.DataFrame] = {}
+    known: dict[str, pd.Series] = {}
+    for kind in kinds:
+        if kind_of_row is None:
+            rec = pd.DataFrame(columns=["area_id", "period", "incidents_reported"])
+        else:
+            rec = recount.iloc[np.flatnonzero(kind_of_row == kind)].drop(columns="period_kind")
+        old = stored[kind][blocks.COUNTY_UNIT]
+        series[kind] = blocks.concat_parts([old[~old["area_id"].isin(grids)].copy(), _series(rec)])
+        wanted = sorted(changed.get(kind, ()))
+        pieces = []
+        for label in wanted:
+            block = blocks.read_block(session, base_run.id, "grid", label)
+            if block is None or "incidents_total" not in block:
+                continue
+            block = block.reset_index()
+            keep = (block["incidents_total"].to_numpy() > 0) & ~block["area_id"].isin(grids)
+            columns = ["area_id", *(c for c in block.columns if c not in _NOT_COUNTS)]
+            pieces.append(block.loc[keep, columns].assign(period=label))
+        if len(rec):
+            mine = rec[rec["period"].astype(str).isin(wanted)]
+            pieces.append(mine.assign(period=mine["period"].astype(str)))
+        counts_by_kind[kind] = (
+            _int_counts(pd.concat(pieces, ignore_index=True))
+            if pieces
+            else pd.DataFrame(columns=["area_id", "period"])
+        )
+        column = f"hotspot_class_{kind}"
+        ended = any(parse_period(label).end <= today for label in wanted)
+        if kind in HOTSPOT_KINDS and not ended and current is not None and column in current:
+            known[kind] = current[column].astype(object)
+    return counts_by_kind, series, known
+
+
+def _adjacency_part(grids: Any) -> pd.DataFrame:
+    """Return what later runs need of the grids: ids, areas, extent and contiguity links."""
+    adjacency = grids.weights.sparse.tocoo()
+    ids = np.asarray(grids.weights.id_order, dtype=np.int64)
+    size = max(len(ids), adjacency.nnz)
+    pad = np.full(size, -1, dtype=np.int64)
+    km2 = grids.area_km2.reindex(ids).to_numpy(dtype=float)
+    west, south, east, north = (float(v) for v in grids.extent)
+    return pd.DataFrame(
+        {
+            "area_id": np.concatenate([ids, pad[len(ids) :]]),
+            "area_km2": np.concatenate([km2, np.full(size - len(ids), np.nan)]),
+            "row": np.concatenate([adjacency.row, pad[adjacency.nnz :]]).astype(np.int64),
+            "col": np.concatenate([adjacency.col, pad[adjacency.nnz :]]).astype(np.int64),
+            "west": west,
+            "south": south,
+            "east": east,
+            "north": north,
+        }
+    )
+
+
+def _base_grids(
+    session: Session, base_run: AggregationRun | None, grid_ids: list[int]
+) -> Any | None:
+    """Return the grids as the base run stored them, when they are still the same grids.
+
+    The polygons themselves are not needed to patch a run (contiguity, areas and the
+    extent are), and reading them is a large part of a small run. Grids change only by an
+    import, which starts a full run. ``None`` when the base run has no such record.
+    """
+    import scipy.sparse as sp
+
+    from gridwatch.workers.aggregate.hotspots import GridAdjacency
+    from gridwatch.workers.countywide import GridGeometry
+
+    if base_run is None:
+        return None
+    stored = blocks.read_unit_parts(session, base_run.id, "adjacency", [blocks.COUNTY_UNIT])
+    part = stored.get(blocks.COUNTY_UNIT)
+    if part is None or "area_km2" not in part:
+        return None
+    ids = part["area_id"].to_numpy(dtype=np.int64)
+    inside = ids >= 0
+    ids = ids[inside]
+    if not np.array_equal(np.sort(ids), np.asarray(sorted(grid_ids), dtype=np.int64)):
+        return None  # grids without a polygon are not in the record: load them to be sure
+    row, col = part["row"].to_numpy(), part["col"].to_numpy()
+    keep = row >= 0
+    matrix = sp.csr_matrix(
+        (np.ones(int(keep.sum())), (row[keep], col[keep])), shape=(len(ids), len(ids))
+    )
+    extent = tuple(float(part[c].iloc[0]) for c in ("west", "south", "east", "north"))
+    km2 = part["area_km2"].to_numpy(dtype=float)[inside]
+    weights = GridAdjacency([int(i) for i in ids], matrix)
+    return GridGeometry.without_polygons(ids, km2, extent, weights)
+
+
+def _base_coverage(session: Session, base_run: AggregationRun) -> pd.DataFrame:
+    """Return the per-grid camera figures of the base run's current grid block."""
+    block = blocks.read_block(session, base_run.id, "grid", CURRENT)
+    if block is None or not set(COVERAGE_ADDITIVE) <= set(block.columns):
+        return blocks.read_parts(session, base_run.id, "coverage")
+    return block[list(COVERAGE_ADDITIVE)].rename_axis("area_id").reset_index()
+
+
 def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
     """Add the county-wide steps, roll up and publish a run; return its summary.
 
@@ -747,13 +1084,12 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         base_run = session.get(AggregationRun, base) if base is not None else None
         if base is not None:
             inherited = blocks.part_units(session, base) - set(own_units) - {blocks.COUNTY_UNIT}
-            blocks.copy_parts(session, base, run_id, sorted(inherited))
+            blocks.copy_parts(session, base, run_id, sorted(inherited), names=BASE_PART_NAMES)
         areas = _areas_frame(session)
         ancestors = ancestors_table(areas[["id", "parent_id", "level"]])
         parents = set(areas["parent_id"].dropna().astype(int))
         grid_ids = [int(i) for i in areas["id"] if int(i) not in parents]
-        grids = countywide.GridGeometry.load(session, grid_ids)
-        clock.lap("finalize: load areas and grids")
+        clock.lap("finalize: load areas")
 
         # Patrol dosage: recomputed unless an incremental run follows no new patrol data.
         fresh_patrol = base_run is None or _patrol_changed_since(
@@ -780,28 +1116,35 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         )
         clock.lap("finalize: patrol dosage")
 
+        patched = None
+        if changed is not None:
+            assert base_run is not None
+            patched = _patched_counts(session, run, base_run, own_units, changed, today, tz)
+        grids = None if patched is None else _base_grids(session, base_run, grid_ids)
+        if grids is None:
+            grids = countywide.GridGeometry.load(session, grid_ids)
+        if patched is None:
+            counts_by_kind = _counts_by_kind(_run_counts(session, run), kinds)
+            series = {kind: _series(counts) for kind, counts in counts_by_kind.items()}
+            known_classes: dict[str, pd.Series] = {}
+        else:
+            counts_by_kind, series, known_classes = patched
+        clock.lap("finalize: read township parts")
         written: set[tuple[str, str]] = set()
         classes: dict[str, pd.Series] = {}
-        counts_by_kind: dict[str, pd.DataFrame] = {}
         rows_written = 0
-        all_counts = _run_counts(session, run)
-        by_kind: dict[str, pd.DataFrame] = {}
-        if not all_counts.empty:
-            kind_of_row = all_counts["period_kind"].astype(str).to_numpy()
-            for kind in kinds:
-                rows = np.flatnonzero(kind_of_row == kind)
-                by_kind[kind] = all_counts.iloc[rows].drop(columns="period_kind")
-        clock.lap("finalize: read township parts")
         for kind in kinds:
-            counts = by_kind.get(kind, pd.DataFrame(columns=["area_id", "period"]))
-            counts_by_kind[kind] = counts
+            counts = counts_by_kind.get(kind, pd.DataFrame(columns=["area_id", "period"]))
+            only = None if changed is None else changed[kind]
             hot, classes[kind] = countywide.hotspot_frame(
-                counts, grids, kind, today, None if changed is None else changed[kind]
+                series.get(kind, pd.DataFrame()), grids, kind, today, only, known_classes.get(kind)
             )
+            kind_patrol = patrol.get(kind, pd.DataFrame())
+            if patched is not None and not kind_patrol.empty:
+                kind_patrol = kind_patrol[kind_patrol["period"].astype(str).isin(only or ())]
             # Periods as integer codes: merging, grouping and sorting strings is slow.
-            pieces = [counts, patrol.get(kind, pd.DataFrame()), hot]
-            labels, coded = _period_codes(pieces)
-            if changed is not None:  # only the changed periods are rewritten
+            labels, coded = _period_codes([counts, kind_patrol, hot])
+            if changed is not None and patched is None:  # only the changed periods are rewritten
                 wanted = np.flatnonzero(np.isin(labels, sorted(changed[kind])))
                 coded = [f[f["period"].isin(wanted)] if not f.empty else f for f in coded]
             grid_rows = _merge(coded[0], coded[1])
@@ -818,13 +1161,27 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
                 rows_written += blocks.write_blocks(session, block_rows)
                 written.update((level, r["period"]) for r in block_rows)
             clock.lap(f"finalize: {kind}: Gi*, roll-up, blocks")
+        blocks.write_parts(
+            session,
+            run_id,
+            blocks.COUNTY_UNIT,
+            {f"series:{kind}": frame for kind, frame in series.items()},
+        )
+        if len(grids.frame) >= 3:
+            blocks.write_parts(
+                session, run_id, blocks.COUNTY_UNIT, {"adjacency": _adjacency_part(grids)}
+            )
 
-        daily = _daily_counts(session, run, counts_by_kind.get("day"), grids, tz, today)
+        daily = _daily_counts(session, run, series.get("day"), grids, tz, today)
         forecasts, scorecard = countywide.forecast_rows(
             daily, grids, today, countywide.neighbours_of(grids)
         )
         clock.lap("finalize: forecasts and back-test")
-        coverage = blocks.read_parts(session, run_id, "coverage")
+        if patched is None:
+            coverage = blocks.read_parts(session, run_id, "coverage")
+        else:
+            assert base_run is not None
+            coverage = _base_coverage(session, base_run)  # incidents do not move cameras
         current = _current_frames(areas, ancestors, forecasts, coverage, last_visit, classes)
         for level, frame in current.items():
             rows_written += blocks.write_blocks(
@@ -846,6 +1203,9 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             "teams": teams,
             "groups": {g: taxonomy.in_group(g) for g in taxonomy.groups},
             "blocks_rewritten": len(written),
+            # how an incremental run found its counts: patched into the base run's blocks, or
+            # every township's counts read (patrol data or the date changed, or a date range)
+            "counts_from": "full" if base is None else "patched" if patched else "all parts",
             "timings": {**run.extras.get("timings", {}), **clock.laps},
         }
         run.status = "done"
@@ -879,7 +1239,8 @@ def _daily_counts(
 ) -> pd.DataFrame:
     """Count reported incidents per grid and local day before today, for the forecasts.
 
-    Taken from the run's own day counts when it has them for all dates, else read afresh.
+    Taken from the run's own day counts (``area_id``, ``period``, ``incidents_reported``)
+    when it has them for all dates, else read afresh.
     """
     from gridwatch.workers import countywide
 
@@ -888,22 +1249,19 @@ def _daily_counts(
         return countywide.daily_matrix(session, ids, tz, today)
     if days.empty:
         return pd.DataFrame(index=ids)
-    # Dense grid × day matrix from codes (a pivot_table over ~1M rows is slow).
-    labels = pd.unique(days["period"].astype(str).to_numpy())
-    label_day = pd.to_datetime(pd.Series(labels), format="%Y-%m-%d").dt.date.to_numpy()
-    day_of = dict(zip(labels, label_day, strict=True))
-    day = days["period"].astype(str).map(day_of).to_numpy()
-    reported = days["incidents_reported"].to_numpy(dtype=float)
-    keep = (day < today) & (reported > 0)
-    if not keep.any():
+    # Dense grid × day matrix (a pivot_table over ~1M rows is slow).
+    reported, _, labels = countywide.period_matrix(days, ids)
+    label_day = pd.to_datetime(pd.Series(labels, dtype=object), format="%Y-%m-%d").dt.date
+    before = (label_day < today).to_numpy()
+    with_data = reported[:, before].sum(axis=0) > 0
+    if not with_data.any():
         return pd.DataFrame(index=ids)
-    first = min(day[keep])
+    first = min(np.asarray(label_day)[before][with_data])
     span = list(pd.date_range(first, today - timedelta(days=1)).date)
-    column = np.array([(d - first).days for d in day[keep]], dtype=np.int64)
-    row = pd.Index(ids).get_indexer(days["area_id"].to_numpy(dtype=np.int64)[keep])
-    inside = row >= 0
     matrix = np.zeros((len(ids), len(span)))
-    np.add.at(matrix, (row[inside], column[inside]), reported[keep][inside])
+    offsets = np.array([(d - first).days for d in label_day], dtype=np.int64)
+    inside = before & (offsets >= 0)
+    matrix[:, offsets[inside]] = reported[:, inside]
     return pd.DataFrame(matrix, index=ids, columns=span)
 
 

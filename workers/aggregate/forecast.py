@@ -190,6 +190,23 @@ def _neighbour_matrix(
     """
     if not neighbours:
         return None
+    cached = _NEIGHBOUR_CACHE.get(id(neighbours))
+    if cached is not None and cached[0] is neighbours and cached[1].equals(ids):
+        return cached[2]
+    matrix = _build_neighbour_matrix(ids, neighbours)
+    _NEIGHBOUR_CACHE.clear()
+    _NEIGHBOUR_CACHE[id(neighbours)] = (neighbours, ids, matrix)
+    return matrix
+
+
+#: The last matrix built, keyed by the identity of its neighbour mapping (a run forecasts
+#: three periods and back-tests two windows with the same grids and neighbours).
+_NEIGHBOUR_CACHE: dict[int, tuple[Any, pd.Index, sparse.csr_matrix | None]] = {}
+
+
+def _build_neighbour_matrix(
+    ids: pd.Index, neighbours: Mapping[Any, Sequence[Any]]
+) -> sparse.csr_matrix | None:
     position = {gid: i for i, gid in enumerate(ids.tolist())}
     rows: list[int] = []
     cols: list[int] = []

@@ -151,6 +151,25 @@ def ancestors_table(areas: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``area_id`` (the descendant), ``ancestor_id``, ``ancestor_level``.
     """
+    key = (
+        len(areas),
+        int(pd.util.hash_pandas_object(areas[["id", "parent_id", "level"]], index=False).sum()),
+    )
+    cached = _ANCESTORS.get(key)
+    if cached is not None:
+        return cached.copy()
+    table = _ancestors(areas)
+    _ANCESTORS.clear()
+    _ANCESTORS[key] = table
+    return table.copy()
+
+
+#: The last area tree's table, keyed by the tree's content (engines ask for it several times
+#: a run, and it changes only when areas are imported).
+_ANCESTORS: dict[tuple[int, int], pd.DataFrame] = {}
+
+
+def _ancestors(areas: pd.DataFrame) -> pd.DataFrame:
     parent: dict[int, int | None] = {
         int(a): (None if p is None or p != p else int(p))
         for a, p in zip(areas["id"], areas["parent_id"], strict=True)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from gridwatch.geo.locate import RasterLocator, exact_join
 from gridwatch.storage.models import Area
+from gridwatch.storage.types import wkb_of
 
 #: The raster locator is built once this many points per grid have been assigned: its build
 #: costs about as much as an exact join of 20 points per grid, so small lookups never pay it
@@ -56,11 +57,12 @@ class GridIndex:
         """Load every area with a polygon that has no child area (the grids)."""
         parent_ids = select(Area.parent_id).where(Area.parent_id.is_not(None))
         rows = session.execute(
-            select(Area.id, Area.code, Area.geom).where(
+            select(Area.id, Area.code, wkb_of(Area.__table__.c.geom)).where(
                 Area.geom.is_not(None), Area.id.not_in(parent_ids)
             )
         ).all()
-        return cls.from_geometries([(r.id, r.code, r.geom) for r in rows])
+        geoms = shapely.from_wkb([bytes(r[2]) for r in rows]) if rows else []
+        return cls.from_geometries([(r[0], r[1], g) for r, g in zip(rows, geoms, strict=True)])
 
     def __len__(self) -> int:
         return len(self.codes)

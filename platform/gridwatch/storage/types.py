@@ -134,5 +134,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def wkb_of(column: Any) -> ColumnElement[bytes]:
+    """Select a geometry column as plain WKB bytes on every backend.
+
+    For reading many geometries at once: :func:`shapely.from_wkb` on the whole array is
+    far cheaper than the column type's conversion row by row.
+    """
+    return _AsWKB(column, type_=LargeBinary())
+
+
 # Re-exported so migrations need only this module.
-__all__ = ["Geometry", "LargeBinary", "UTCDateTime", "func"]
+__all__ = ["Geometry", "LargeBinary", "UTCDateTime", "func", "wkb_of"]

@@ -15,9 +15,17 @@ from typing import Any
 import folium
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 from markupsafe import Markup
 
-from gridwatch.maps.heat import DensityRaster, density_layer, heat_points_layer
+from gridwatch.maps.cameras import CAMERA_COLOURS, camera_layer, camera_payload
+from gridwatch.maps.heat import (
+    DensityRaster,
+    WeeklyCounts,
+    WeeklyHeatLayer,
+    density_layer,
+    heat_points_layer,
+)
 from gridwatch.maps.layers import (
     METRICS,
     Legend,
@@ -28,10 +36,22 @@ from gridwatch.maps.layers import (
     hotspot_layer,
 )
 from gridwatch.maps.offline import AssetUrl, default_asset_url, render_html
+from gridwatch.maps.tracks import track_layer, track_payload
 
 #: The overlays of the main map, in drawing order (later ones on top).
-LAYERS = ("heat", "choropleth", "patrol", "blind_spots", "hotspots")
+LAYERS = (
+    "heat",
+    "heat_weeks",
+    "choropleth",
+    "patrol",
+    "tracks",
+    "blind_spots",
+    "hotspots",
+    "cameras",
+)
 DEFAULT_LAYERS = frozenset({"choropleth", "hotspots"})
+#: The closest zoom of a map without a basemap (about 0.3 m per pixel).
+MAX_ZOOM = 19
 
 #: English defaults of every label; the web app passes the translated ones.
 DEFAULT_TEXT: dict[str, str] = {
@@ -40,6 +60,26 @@ DEFAULT_TEXT: dict[str, str] = {
     "layer.patrol": "Patrol dosage",
     "layer.blind_spots": "Camera blind spots",
     "layer.hotspots": "Hot spots (Gi*)",
+    "layer.heat_weeks": "Incident heat by week",
+    "layer.cameras": "Cameras",
+    "layer.tracks": "Patrol tracks",
+    "camera.online": "Working",
+    "camera.offline": "Offline",
+    "camera.broken": "Broken",
+    "camera_type.checkpoint": "Checkpoint",
+    "camera_type.hd": "HD",
+    "camera_type.standard": "Standard definition",
+    "camera_type.private": "Linked private camera",
+    "field.camera_id": "Camera number",
+    "field.camera_type": "Type",
+    "field.status": "Status",
+    "field.resolution": "Resolution",
+    "field.direction_deg": "Direction (°)",
+    "field.fov_deg": "View angle (°)",
+    "field.range_m": "Range (m)",
+    "field.team": "Team",
+    "field.from": "From",
+    "field.to": "To",
     "legend.blind_spots": "Seen by no working camera",
     "field.name": "Name",
     "field.code": "Code",
@@ -104,6 +144,16 @@ class MapData:
     heat_from_grids : bool
         Draw the heat layer from ``grids.incidents`` at the grids' centres instead of the
         raster (a category group is chosen, and the raster covers every category).
+    weekly_heat : WeeklyCounts, optional
+        The last weeks' counts per grid, for the heat layer with a time slider.
+    cameras : pandas.DataFrame or str, optional
+        Cameras (see :func:`gridwatch.maps.cameras.camera_payload`), or the URL of the same
+        as a camera payload, fetched when the layer is first switched on.
+    tracks : pandas.DataFrame or str, optional
+        Patrol pings (see :func:`gridwatch.maps.tracks.track_payload`), or the URL of the
+        track payload, fetched when the layer is first switched on.
+
+    A layer whose data is ``None`` is left out of the map.
     """
 
     areas: gpd.GeoDataFrame
@@ -112,6 +162,9 @@ class MapData:
     density: DensityRaster | None = None
     heat_from_grids: bool = False
     bounds: tuple[float, float, float, float] | None = field(default=None)
+    weekly_heat: WeeklyCounts | None = None
+    cameras: pd.DataFrame | str | None = None
+    tracks: pd.DataFrame | str | None = None
 
 
 def empty_frame(columns: Iterable[str] = ("code", "name")) -> gpd.GeoDataFrame:
@@ -153,6 +206,9 @@ def base_map(
         tiles=None,
         prefer_canvas=True,
         attribution_control=basemap is not None and bool(basemap.attribution),
+        # Leaflet.markercluster needs the map's own maxZoom (without tiles there is none);
+        # the cameras' view sectors show from zoom 16.
+        maxZoom=max(basemap.max_zoom, MAX_ZOOM - 1) if basemap is not None else MAX_ZOOM,
     )
     if basemap is not None:
         folium.TileLayer(
@@ -171,6 +227,25 @@ def base_map(
     return fmap
 
 
+def _camera_fields(text: Mapping[str, str]) -> list[list[Any]]:
+    statuses = {s: _label(text, f"camera.{s}") for s in CAMERA_COLOURS}
+    types = {
+        key.split(".", 1)[1]: _label(text, key)
+        for key in DEFAULT_TEXT
+        if key.startswith("camera_type.")
+    }
+    return [
+        ["name", _label(text, "field.name")],
+        ["id", _label(text, "field.camera_id")],
+        ["status", _label(text, "field.status"), statuses],
+        ["type", _label(text, "field.camera_type"), types],
+        ["resolution", _label(text, "field.resolution")],
+        ["direction_deg", _label(text, "field.direction_deg")],
+        ["fov_deg", _label(text, "field.fov_deg")],
+        ["range_m", _label(text, "field.range_m")],
+    ]
+
+
 def _add(fmap: folium.Map, layer: folium.map.Layer, legend: Legend | None = None) -> None:
     layer.add_to(fmap)
     if legend is not None:
@@ -184,7 +259,10 @@ def build_map(
     basemap: Basemap | None = None,
     text: Mapping[str, str] | None = None,
 ) -> folium.Map:
-    """Build the main map: heat, choropleth of ``metric``, patrol dosage, blind spots, hot spots.
+    """Build the main map: every layer of :data:`LAYERS` that ``data`` has data for.
+
+    Heat (density raster or grid counts), heat by week with a time slider, choropleth of
+    ``metric``, patrol dosage, patrol tracks, camera blind spots, Gi* hot spots and cameras.
 
     Parameters
     ----------
@@ -220,6 +298,13 @@ def build_map(
         )
     elif data.density is not None:
         _add(fmap, density_layer(data.density, heat_name, "heat" in on))
+    if data.weekly_heat is not None:
+        _add(
+            fmap,
+            WeeklyHeatLayer(
+                data.weekly_heat, _label(text, "layer.heat_weeks"), "heat_weeks" in on
+            ),
+        )
 
     metric_label = _label(text, f"field.{metric}")
     extra = [k for k in ("incidents", "incidents_per_1000") if k != metric]
@@ -252,6 +337,10 @@ def build_map(
             style_key="_p",
         ),
     )
+    if data.tracks is not None:
+        tracks = data.tracks if isinstance(data.tracks, str) else track_payload(data.tracks)
+        labels = {key: _label(text, f"field.{key}") for key in ("team", "code", "from", "to")}
+        _add(fmap, track_layer(tracks, _label(text, "layer.tracks"), labels, "tracks" in on))
     blind_fields = _fields(text)
     if not isinstance(data.blind_spots, str) and "camera_coverage_pct" in data.blind_spots:
         blind_fields = _fields(text, "camera_coverage_pct")
@@ -289,6 +378,19 @@ def build_map(
             show="hotspots" in on,
         ),
     )
+    if data.cameras is not None:
+        cameras = data.cameras if isinstance(data.cameras, str) else camera_payload(data.cameras)
+        status_names = {s: _label(text, f"camera.{s}") for s in CAMERA_COLOURS}
+        _add(
+            fmap,
+            *camera_layer(
+                cameras,
+                _label(text, "layer.cameras"),
+                _camera_fields(text),
+                status_names,
+                show="cameras" in on,
+            ),
+        )
     folium.LayerControl(collapsed=False).add_to(fmap)
     ReadyFlag().add_to(fmap)
     return fmap

@@ -1,8 +1,10 @@
 """Incident heat layers that stay small however many incidents there are.
 
-Two forms, both aggregated on the server: the run's kernel-density raster drawn as one PNG
-image overlay (a few tens of kB for a county), and, for one category group, weighted points
-pre-binned per grid for Leaflet.heat. Raw incidents never reach the page.
+Three forms, all aggregated on the server: the run's kernel-density raster drawn as one PNG
+image overlay (a few tens of kB for a county); for one category group, weighted points
+pre-binned per grid for Leaflet.heat; and the last weeks' per-grid counts with a time slider
+(:class:`WeeklyHeatLayer`: the cells are listed once, each week holds only the cells with
+incidents). Raw incidents never reach the page.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import folium
 import numpy as np
+from folium.elements import JSCSSMixin
 from folium.plugins import HeatMap
+from folium.template import Template
 
-from gridwatch.maps.layers import COORD_DIGITS
+from gridwatch.maps.layers import COORD_DIGITS, script_json
 
 #: Colour stops of the heat ramp (value 0 → 1), RGB.
 HEAT_STOPS = np.array(
@@ -125,9 +130,99 @@ def heat_points_layer(
     )
 
 
+@dataclass(frozen=True)
+class WeeklyCounts:
+    """Incident counts per cell (e.g. per grid) in consecutive weeks, oldest first.
+
+    Attributes
+    ----------
+    lon, lat : numpy.ndarray
+        The cells' points (WGS84), one per column of ``counts``.
+    labels : list of str
+        One label per week (row of ``counts``), shown by the slider.
+    counts : numpy.ndarray
+        ``(weeks, cells)`` incident counts.
+    """
+
+    lon: np.ndarray
+    lat: np.ndarray
+    labels: list[str]
+    counts: np.ndarray
+
+
+def weekly_heat_payload(weekly: WeeklyCounts) -> dict[str, Any]:
+    """Return the weeks in the compact form the slider layer draws.
+
+    ``{"points": [[lat, lon], ...], "weeks": [[label, [cell, ...], [weight, ...]], ...]}``:
+    only cells with an incident in some week are listed, each week names only its cells with
+    incidents, and weights are scaled by the largest count of all weeks, so the weeks compare.
+    """
+    counts = np.nan_to_num(np.asarray(weekly.counts, dtype=float), nan=0.0).clip(min=0)
+    counts = counts.reshape(len(weekly.labels), len(weekly.lon))
+    used = np.flatnonzero(counts.sum(axis=0) > 0)
+    top = float(counts.max()) if counts.size else 0.0
+    points = [
+        [round(float(weekly.lat[i]), COORD_DIGITS), round(float(weekly.lon[i]), COORD_DIGITS)]
+        for i in used
+    ]
+    weeks = []
+    for label, row in zip(weekly.labels, counts[:, used], strict=True):
+        cells = np.flatnonzero(row > 0)
+        weights = [round(float(v) / top, 3) for v in row[cells]]
+        weeks.append([label, cells.tolist(), weights])
+    return {"points": points, "weeks": weeks}
+
+
+class WeeklyHeatLayer(JSCSSMixin, folium.map.Layer):
+    """A Leaflet.heat layer with a slider (and a play button) stepping through weeks.
+
+    The slider is GridWatch's own control (``gridwatch-map.js``), shown while the layer is
+    on; it opens on the newest week.
+
+    Parameters
+    ----------
+    weekly : WeeklyCounts
+    name : str
+        Name in the layer control and title of the slider.
+    show : bool
+        Whether the layer is on when the map opens.
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = GridWatchMap.heatWeeks({{ this._parent.get_name() }},
+            {{ this.data_json }}, {{ this.options|tojson }});
+        {% endmacro %}
+        """
+    )
+    default_js = [("leaflet-heat.js", "leaflet-heat.js")]
+
+    def __init__(self, weekly: WeeklyCounts, name: str, show: bool = True) -> None:
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "WeeklyHeatLayer"
+        self.data = weekly_heat_payload(weekly)
+        self.options = {
+            "title": name,
+            "radius": 22,
+            "blur": 18,
+            "minOpacity": 0.25,
+            "gradient": {str(k): v for k, v in HEAT_GRADIENT.items()},
+        }
+        self.data_json = ""
+
+    def render(self, **kwargs: Any) -> Any:
+        """Serialise the weeks as JSON safe inside ``<script>``."""
+        self.data_json = script_json(self.data)
+        return super().render(**kwargs)
+
+
 __all__ = [
     "HEAT_FLOOR",
     "DensityRaster",
+    "WeeklyCounts",
+    "WeeklyHeatLayer",
+    "weekly_heat_payload",
     "density_image",
     "density_layer",
     "heat_points_layer",

@@ -21,6 +21,9 @@ VENDORED: dict[str, str] = {
     "leaflet": "leaflet/leaflet.js",
     "leaflet_css": "leaflet/leaflet.css",
     "leaflet-heat.js": "leaflet-heat/leaflet-heat.js",
+    "markerclusterjs": "leaflet-markercluster/leaflet.markercluster.js",
+    "markerclustercss": "leaflet-markercluster/MarkerCluster.css",
+    "markerclusterdefaultcss": "leaflet-markercluster/MarkerCluster.Default.css",
 }
 
 #: Assets Folium's map always asks for that our maps do not use: markers with icons

@@ -13,12 +13,14 @@ from pathlib import Path
 import folium
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
-from folium.plugins import MarkerCluster
+from folium.plugins import Fullscreen, MarkerCluster
 from shapely.geometry import box
 
 from gridwatch.maps.builder import LAYERS, Basemap, MapData, build_map, map_html
-from gridwatch.maps.heat import DensityRaster, density_image
+from gridwatch.maps.cameras import CAMERA_COLOURS, SECTOR_MIN_ZOOM, camera_payload, statuses_of
+from gridwatch.maps.heat import DensityRaster, WeeklyCounts, density_image, weekly_heat_payload
 from gridwatch.maps.layers import (
     HOTSPOT_COLOURS,
     METRICS,
@@ -34,6 +36,7 @@ from gridwatch.maps.offline import (
     asset_links,
     render_html,
 )
+from gridwatch.maps.tracks import track_payload
 
 ASSETS = Path(__file__).resolve().parent.parent / "maps" / "assets"
 HOSTILE = '<script>alert("x")</script>'
@@ -242,9 +245,18 @@ def test_a_basemap_is_the_only_other_host():
 
 def test_a_plugin_without_a_vendored_copy_is_refused():
     fmap = build_map(map_data())
-    MarkerCluster().add_to(fmap)
-    with pytest.raises(ExternalAssetError, match="markerclusterjs"):
+    Fullscreen().add_to(fmap)
+    with pytest.raises(ExternalAssetError, match="no vendored copy of 'Control.Fullscreen"):
         render_html(fmap)
+
+
+def test_folium_marker_cluster_uses_the_vendored_copy():
+    fmap = build_map(map_data())
+    MarkerCluster().add_to(fmap)
+    links = asset_links(render_html(fmap))
+    assert "/maps/assets/leaflet-markercluster/leaflet.markercluster.js" in links
+    assert "/maps/assets/leaflet-markercluster/MarkerCluster.Default.css" in links
+    assert all(link.startswith("/maps/assets/") for link in links)
 
 
 def test_vendored_files_are_present_with_their_licences():
@@ -289,3 +301,217 @@ def test_count_legends_name_whole_numbers():
     assert [text for _, text in rows] == ["0", "1", "2 – 4", "≥ 5"]
     rows = legend_items([20.0, 40.0], ["a", "b", "c"], 0)
     assert [text for _, text in rows] == ["< 20", "20 – 40", "≥ 40"]
+
+
+# -- cameras, patrol tracks, heat by week --------------------------------------------------
+
+
+def cameras_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ["C1", "C2", "C3", "C4"],
+            "name": [HOSTILE, "东一路口", HOSTILE_IMG, "无坐标"],
+            "lon": [104.0012345678, 104.015, 104.025, None],
+            "lat": [30.0012345678, 30.005, 30.005, 30.0],
+            "status": ["online", "broken", "stolen", "offline"],
+            "type": ["hd", "checkpoint", None, "standard"],
+            "resolution": ["1080P", None, None, None],
+            "direction_deg": [90.0, np.nan, 45.0, None],
+            "fov_deg": [60.0, np.nan, 90.0, None],
+            "range_m": [80.0, np.nan, None, None],
+        }
+    )
+
+
+def pings_frame() -> pd.DataFrame:
+    """Team T1 walks 100 pings due east, pauses an hour, walks back; T2 stands still."""
+    start = pd.Timestamp("2026-09-28 20:00", tz="Asia/Shanghai")
+    out = [start + pd.Timedelta(minutes=i) for i in range(100)]
+    back = [start + pd.Timedelta(minutes=160 + i) for i in range(100)]
+    east = np.linspace(104.0, 104.01, 100)
+    return pd.DataFrame(
+        {
+            "team_code": ["T1"] * 200 + ["T2"] * 3,
+            "team_name": [HOSTILE] * 200 + ["西山巡防队"] * 3,
+            "ts": out
+            + back
+            + [start, start + pd.Timedelta(minutes=1), start + pd.Timedelta(2, "m")],
+            "lon": [*east, *east[::-1], 104.02, 104.02, 104.02],
+            "lat": [30.005] * 200 + [30.015] * 3,
+        }
+    )
+
+
+def weekly() -> WeeklyCounts:
+    return WeeklyCounts(
+        lon=np.array([104.005, 104.015, 104.025]),
+        lat=np.array([30.005, 30.005, 30.005]),
+        labels=["2026-W38", "2026-W39", "2026-W40"],
+        counts=np.array([[2, 0, 0], [0, 0, 0], [8, 4, 0]]),
+    )
+
+
+def full_data(**overrides) -> MapData:
+    return map_data(
+        cameras=cameras_frame(), tracks=pings_frame(), weekly_heat=weekly(), **overrides
+    )
+
+
+def layer_of(fmap: folium.Map, kind: str):
+    return next(child for child in fmap._children.values() if child._name == kind)
+
+
+def test_camera_track_and_weekly_heat_layers_are_in_the_map_and_the_layer_control():
+    fmap = build_map(full_data(), shown=LAYERS)
+    kinds = [child["name"] for child in children(fmap).values()]
+    for kind in ("CameraLayer", "TrackLayer", "WeeklyHeatLayer"):
+        assert kinds.count(kind) == 1, kind
+    assert kinds.count("Legend") == 5  # the four polygon layers' and the cameras'
+    html = map_html(fmap)
+    control = re.search(r"overlays\s*:\s*\{(.*?)\}", html, re.S).group(1)
+    for name in ("Cameras", "Patrol tracks", "Incident heat by week"):
+        assert json.dumps(name) in control
+    for call in ("GridWatchMap.cameras(", "GridWatchMap.tracks(", "GridWatchMap.heatWeeks("):
+        assert call in html
+    # Without their data the layers are left out, as before.
+    kinds = [child["name"] for child in children(build_map(map_data(), shown=LAYERS)).values()]
+    assert not {"CameraLayer", "TrackLayer", "WeeklyHeatLayer"} & set(kinds)
+
+
+def test_new_layers_are_off_unless_chosen():
+    fmap = build_map(full_data(), shown=["cameras"])
+    added = set(re.findall(rf"(\w+)\.addTo\({fmap.get_name()}\)", map_html(fmap)))
+    assert added == {layer_of(fmap, "CameraLayer").get_name()}
+
+
+def test_camera_payload_is_compact_rounded_and_coloured_by_status():
+    payload = camera_payload(cameras_frame())
+    assert payload["columns"][:6] == [
+        "lat",
+        "lon",
+        "status",
+        "direction_deg",
+        "fov_deg",
+        "range_m",
+    ]
+    assert [row[6] for row in payload["rows"]] == ["C1", "C2", "C3"]  # C4 has no position
+    first = payload["rows"][0]
+    assert first[:6] == [30.00123, 104.00123, 0, 90.0, 60.0, 80.0]
+    assert json.dumps(first[:6]) == "[30.00123, 104.00123, 0, 90, 60, 80]"  # no "90.0"
+    # An unknown status is drawn as offline, never as working.
+    assert statuses_of(payload) == ["online", "broken", "offline"]
+    assert payload["rows"][1][3:6] == [None, None, None]  # unknown view: a 50 m circle
+    legend = children(build_map(full_data(), shown=["cameras"]))
+    items = [c for c in legend.values() if c["name"] == "Legend"]
+    assert items  # the cameras' legend names every status colour
+    html = map_html(build_map(full_data(), shown=["cameras"]))
+    for colour in CAMERA_COLOURS.values():
+        assert colour in html
+
+
+def test_camera_sectors_only_at_high_zoom():
+    html = map_html(build_map(full_data(), shown=["cameras"]))
+    options = json.loads(re.search(r"\"sectorMinZoom\": (\d+)", html).group(1))
+    assert options == SECTOR_MIN_ZOOM >= 15
+    helpers = (ASSETS / "gridwatch" / "gridwatch-map.js").read_text("utf-8")
+    assert "map.getZoom() < options.sectorMinZoom" in helpers
+    assert "disableClusteringAtZoom: options.sectorMinZoom" in helpers
+
+
+def test_tracks_are_split_at_pauses_and_simplified():
+    payload = track_payload(pings_frame())
+    assert [team[:2] for team in payload["teams"]] == [["T1", HOSTILE], ["T2", "西山巡防队"]]
+    assert payload["teams"][0][2] != payload["teams"][1][2]  # one colour per team
+    tracks = payload["tracks"]
+    assert [t[0] for t in tracks] == [0, 0, 1]  # T1's hour-long pause splits its patrol
+    # 100 pings along a straight street become its two ends.
+    assert tracks[0][3] == [30.005, 104.0, 30.005, 104.01]
+    assert tracks[1][3] == [30.005, 104.01, 30.005, 104.0]
+    assert tracks[2][3] == [30.015, 104.02]  # standing still: one point
+    assert tracks[0][1:3] == ["2026-09-28 20:00", "2026-09-28 21:39"]
+    total = sum(len(t[3]) // 2 for t in tracks)
+    assert total == 5 and len(pings_frame()) == 203
+
+
+def test_tracks_keep_their_corners():
+    # An L-shaped walk keeps its corner; the ping jitter (a few metres) is dropped.
+    rng = np.random.default_rng(1)
+    lon = np.r_[np.linspace(104.0, 104.01, 50), np.full(50, 104.01)]
+    lat = np.r_[np.full(50, 30.0), np.linspace(30.0, 30.01, 50)]
+    jitter = rng.normal(0, 0.00002, (2, 100))
+    pings = pd.DataFrame(
+        {
+            "team_code": "T1",
+            "team_name": "巡防队",
+            "ts": pd.date_range("2026-09-28 20:00", periods=100, freq="min"),
+            "lon": lon + jitter[0],
+            "lat": lat + jitter[1],
+        }
+    )
+    line = track_payload(pings)["tracks"][0][3]
+    points = list(zip(line[0::2], line[1::2], strict=True))
+    assert 3 <= len(points) <= 6
+    assert any(abs(lat_ - 30.0) < 0.0002 and abs(lon_ - 104.01) < 0.0002 for lat_, lon_ in points)
+
+
+def test_weekly_heat_is_sparse_and_on_one_scale():
+    payload = weekly_heat_payload(weekly())
+    # The third cell never had an incident: it is not in the page.
+    assert payload["points"] == [[30.005, 104.005], [30.005, 104.015]]
+    assert payload["weeks"] == [
+        ["2026-W38", [0], [0.25]],
+        ["2026-W39", [], []],
+        ["2026-W40", [0, 1], [1.0, 0.5]],
+    ]
+    html = map_html(build_map(full_data(), shown=["heat_weeks"]))
+    assert "/maps/assets/leaflet-heat/leaflet-heat.js" in asset_links(html)
+    helpers = (ASSETS / "gridwatch" / "gridwatch-map.js").read_text("utf-8")
+    assert "slider.type = 'range'" in helpers
+
+
+def test_hostile_camera_and_team_names_never_become_markup():
+    html = map_html(build_map(full_data(), shown=LAYERS))
+    assert HOSTILE not in html and HOSTILE_IMG not in html and "<img" not in html
+    cameras = re.search(r"GridWatchMap\.cameras\(\w+,\s*(\{.*?\}), \{", html, re.S).group(1)
+    assert "\\u003cscript\\u003ealert" in cameras and "\\u003cimg" in cameras
+    tracks = re.search(r"GridWatchMap\.tracks\(\w+,\s*(\{.*?\}), \{", html, re.S).group(1)
+    assert json.loads(tracks)["teams"][0][1] == HOSTILE
+    assert html.count("<script") == html.count("</script>")
+    helpers = (ASSETS / "gridwatch" / "gridwatch-map.js").read_text("utf-8")
+    assert "innerHTML" not in helpers and "bindPopup(function" in helpers
+
+
+def test_cameras_and_tracks_from_urls_are_not_embedded():
+    data = map_data(cameras="/map/layers/cameras.json", tracks="/map/layers/tracks.json")
+    html = map_html(build_map(data, shown=["cameras", "tracks"]))
+    assert "GridWatchMap.cameras(" in html and '"/map/layers/cameras.json"' in html
+    assert '"/map/layers/tracks.json"' in html
+    assert "东一路口" not in html and "\\u4e1c\\u4e00\\u8def\\u53e3" not in html
+    assert external_hosts(html) == set()
+
+
+def test_maps_with_every_new_layer_load_only_vendored_files():
+    html = map_html(build_map(full_data(), shown=LAYERS))
+    assert external_hosts(html) == set()
+    links = asset_links(html)
+    for link in links:
+        assert link.startswith("/maps/assets/"), link
+        assert (ASSETS / link.removeprefix("/maps/assets/")).is_file(), link
+    for path in ("leaflet.markercluster.js", "MarkerCluster.css", "MarkerCluster.Default.css"):
+        assert f"/maps/assets/leaflet-markercluster/{path}" in links
+    # The vendored plugin itself fetches nothing either.
+    for path in (ASSETS / "leaflet-markercluster").iterdir():
+        if path.suffix in (".js", ".css"):
+            assert external_hosts(path.read_text("utf-8")) == set(), path
+
+
+def test_heat_slider_weeks_end_with_the_last_complete_week():
+    from datetime import date
+
+    from gridwatch.mapdata import last_weeks
+
+    # Monday 23 November 2026, inside 2026Q4: the week just begun is left out.
+    weeks = last_weeks("2026Q4", date(2026, 11, 23))
+    assert [w.label for w in weeks] == [f"2026-W{n}" for n in range(40, 48)]
+    # A past quarter ends with the week of its last day (Wednesday 30 September).
+    assert last_weeks("2026Q3", date(2026, 11, 23))[-1].label == "2026-W40"

@@ -19,6 +19,7 @@ from web_support import (
     GRIDS_A,
     GRIDS_B,
     HOSTILE_NAME,
+    STATION,
     TOWNSHIP_A,
     TOWNSHIP_B,
     VILLAGE_A,
@@ -29,7 +30,7 @@ from web_support import (
 from gridwatch.web import create_app
 from gridwatch.web.mapcache import RenderCache, map_cache
 
-ALL_LAYERS = "heat,choropleth,patrol,blind_spots,hotspots"
+ALL_LAYERS = "heat,heat_weeks,choropleth,patrol,tracks,blind_spots,hotspots,cameras"
 PERIOD = "2026Q3"
 GEO_PATHS = (
     f"/api/v1/geo/metrics?level=grid&period={PERIOD}",
@@ -353,3 +354,163 @@ def test_an_intranet_tile_server_is_allowed_for_images_only(web_settings):
     html = response.get_data(as_text=True)
     assert set(URL.findall(html)) == {"pgis.intranet:8080"}
     app.extensions["gridwatch"].engine.dispose()
+
+
+# -- cameras, patrol tracks, heat by week --------------------------------------------------
+
+HOSTILE_TEAM = "<img src=x onerror=alert(1)>巡防队"
+HOSTILE_CAMERA = '<script>alert("cam")</script>路口'
+
+
+@pytest.fixture
+def field_data(app, web_settings, tmp_path):
+    """Cameras, teams and patrol pings in both townships of the web county.
+
+    Township A: cameras CA1 (working, hostile name) and CA2 (broken), team TA (hostile name)
+    walking 60 pings along a street on 2026-09-29 evening. Township B: camera CB1 and team TB.
+    """
+    from gridwatch.ingest import import_file
+
+    engine = app.extensions["gridwatch"].engine
+    cameras = tmp_path / "cameras.csv"
+    cameras.write_text(
+        "id,name,lon,lat,type,status,direction_deg,fov_deg,range_m\n"
+        f'CA1,"{HOSTILE_CAMERA.replace(chr(34), chr(34) * 2)}",104.004,30.004,高清,在线,90,60,80\n'
+        "CA2,东一村卡口,104.012,30.006,卡口,故障,,,\n"
+        "CB1,西一村路口,104.006,30.016,标清,离线,180,90,50\n",
+        "utf-8",
+    )
+    teams = tmp_path / "teams.csv"
+    teams.write_text(
+        "code,name,kind,station_code,home_area_code,members\n"
+        f"TA,{HOSTILE_TEAM},township,{STATION},{TOWNSHIP_A},6\n"
+        f"TB,西山乡巡防队,township,,{TOWNSHIP_B},5\n",
+        "utf-8",
+    )
+    rows = ["team_code,ts,lon,lat"]
+    for minute in range(60):  # TA: due east along y = 30.005, one ping a minute
+        rows.append(f"TA,2026-09-29 20:{minute:02d},{104.001 + minute * 0.0003:.5f},30.005")
+    for minute in range(10):
+        rows.append(f"TB,2026-09-29 21:{minute:02d},104.005,{30.012 + minute * 0.0005:.5f}")
+    # An old patrol, outside the last 7 days of the quarter: not on the map.
+    rows.append("TA,2026-08-01 10:00,104.002,30.002")
+    pings = tmp_path / "pings.csv"
+    pings.write_text("\n".join(rows) + "\n", "utf-8")
+    for kind, path in (("cameras", cameras), ("teams", teams), ("patrols", pings)):
+        summary = import_file(kind, path, web_settings, engine)
+        assert summary.rejected == 0, (kind, summary)
+
+
+def layer_json(client, name, **args):
+    response = client.get(f"/map/layers/{name}.json", query_string=args)
+    assert response.status_code == 200, response.status_code
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def script_arg(html: str, call: str) -> object:
+    match = re.search(rf"GridWatchMap\.{call}\(\w+,\s*(.*?), \{{", html, re.S)
+    assert match, call
+    return json.loads(match.group(1))
+
+
+def test_map_document_has_the_camera_track_and_weekly_heat_layers(client, field_data):
+    login(client, "county")
+    html = frame(client).get_data(as_text=True)
+    control = re.search(r"overlays\s*:\s*\{(.*?)\}", html, re.S).group(1)
+    names = control.encode().decode("unicode_escape")
+    for name in ("视频点位", "巡逻轨迹(近7天)", "逐周警情热力"):
+        assert f'"{name}"' in names
+    # Cameras and tracks are fetched when switched on, scoped like the map itself.
+    assert script_arg(html, "cameras") == "/map/layers/cameras.json"
+    assert script_arg(html, "tracks") == f"/map/layers/tracks.json?period={PERIOD}"
+    local = frame(client, area=TOWNSHIP_A).get_data(as_text=True)
+    assert script_arg(local, "cameras") == f"/map/layers/cameras.json?area={TOWNSHIP_A}"
+    # The legend's labels are Chinese.
+    assert "\\u6545\\u969c" in html  # 故障
+
+
+def test_layer_data_is_gzipped_for_browsers(client, field_data):
+    import gzip
+
+    login(client, "county")
+    plain = client.get("/map/layers/cameras.json")
+    assert "Content-Encoding" not in plain.headers
+    zipped = client.get("/map/layers/cameras.json", headers={"Accept-Encoding": "gzip, br"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["Vary"]
+    assert json.loads(gzip.decompress(zipped.data)) == plain.get_json()
+
+
+def test_layer_data_needs_a_sign_in(client, field_data):
+    for name in ("cameras", "tracks"):
+        response = client.get(f"/map/layers/{name}.json")
+        assert response.status_code == 302 and "/auth/login" in response.headers["Location"]
+
+
+def test_cameras_are_scoped_to_the_jurisdiction(client, field_data):
+    login(client, "county")
+    county = layer_json(client, "cameras")
+    assert sorted(row[6] for row in county["rows"]) == ["CA1", "CA2", "CB1"]
+    by_id = {row[6]: row for row in county["rows"]}
+    assert county["statuses"][by_id["CA2"][2]] == "broken"
+    assert county["statuses"][by_id["CB1"][2]] == "offline"
+    assert by_id["CA1"][7] == HOSTILE_CAMERA  # data as written: the page shows it as text
+    town = app_client = client.application.test_client()
+    login(app_client, "town_a")
+    assert sorted(row[6] for row in layer_json(town, "cameras")["rows"]) == ["CA1", "CA2"]
+    assert client.get(f"/map/layers/cameras.json?area={TOWNSHIP_B}").status_code == 200
+    assert town.get(f"/map/layers/cameras.json?area={TOWNSHIP_B}").status_code == 404
+    station = client.application.test_client()
+    login(station, "station")  # PS01 covers township A only
+    assert "CB1" not in {row[6] for row in layer_json(station, "cameras")["rows"]}
+
+
+def test_patrol_tracks_are_scoped_recent_and_simplified(client, field_data):
+    login(client, "town_a")
+    tracks = layer_json(client, "tracks", period=PERIOD)
+    assert [team[:2] for team in tracks["teams"]] == [["TA", HOSTILE_TEAM]]
+    (track,) = tracks["tracks"]
+    # 60 pings along a straight street: its two ends; the August ping is not recent.
+    assert track[1:3] == ["2026-09-29 20:00", "2026-09-29 20:59"]
+    assert track[3] == [30.005, 104.001, 30.005, 104.0187]
+    assert "西山乡巡防队" not in json.dumps(tracks, ensure_ascii=False)
+    other = client.get(f"/map/layers/tracks.json?period={PERIOD}&area={TOWNSHIP_B}")
+    assert other.status_code == 404
+    county = client.application.test_client()
+    login(county, "county")
+    teams = layer_json(county, "tracks", period=PERIOD)["teams"]
+    assert [team[0] for team in teams] == ["TA", "TB"]
+    assert layer_json(county, "tracks", period="2026Q2")["tracks"] == []
+    assert client.get("/map/layers/tracks.json?period=2026Q9").status_code == 400
+
+
+def test_weekly_heat_holds_pre_binned_counts_of_the_users_grids(client, field_data):
+    login(client, "town_a")
+    html = frame(client, layers="heat_weeks").get_data(as_text=True)
+    heat = script_arg(html, "heatWeeks")
+    labels = [week[0] for week in heat["weeks"]]
+    # The eight weeks up to the end of 2026Q3 (Wednesday 30 September: week 40).
+    assert len(labels) == 8 and labels[-1].startswith("2026-W40 (09-28")
+    assert labels[0].startswith("2026-W33")
+    # Only incident A3 (5 September, week 36) falls in them: one grid, one week, weight 1.
+    ((lat, lon),) = heat["points"]
+    assert 30.0 < lat < 30.01 and 104.0 < lon < 104.01  # inside grid A1
+    assert [week[1:] for week in heat["weeks"]] == [[[], []]] * 3 + [[[0], [1.0]]] + [[[], []]] * 4
+    assert f"{lat:.3f}" in html and "GridWatchMap.heatWeeks(" in html
+    # Township B's grids are never part of it.
+    town_b = client.application.test_client()
+    login(town_b, "town_b")
+    heat_b = script_arg(frame(town_b, layers="heat_weeks").get_data(as_text=True), "heatWeeks")
+    assert heat_b["points"] == [] and all(week[1] == [] for week in heat_b["weeks"])
+
+
+def test_hostile_camera_and_team_names_stay_text(client, field_data):
+    login(client, "county")
+    html = frame(client).get_data(as_text=True)
+    assert HOSTILE_CAMERA not in html and HOSTILE_TEAM not in html and "<img" not in html
+    for name in ("cameras", "tracks"):
+        response = client.get(f"/map/layers/{name}.json", query_string={"period": PERIOD})
+        # JSON, never HTML: a browser does not sniff it into a document.
+        assert response.mimetype == "application/json"
+        assert response.headers.get("X-Content-Type-Options") == "nosniff"

@@ -9,7 +9,9 @@ GeoDataFrames and dicts for :mod:`gridwatch.maps` and the JSON API.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import numpy as np
@@ -18,10 +20,14 @@ import shapely
 from sqlalchemy import Engine, select
 
 from gridwatch.maps.builder import MapData, empty_frame
-from gridwatch.maps.heat import DensityRaster
+from gridwatch.maps.cameras import camera_payload
+from gridwatch.maps.heat import DensityRaster, WeeklyCounts
 from gridwatch.maps.layers import feature_collection
+from gridwatch.maps.tracks import track_payload
+from gridwatch.periods import Period, parse_period, period_of
 from gridwatch.storage.db import session_scope
-from gridwatch.storage.models import Area
+from gridwatch.storage.models import AggregationRun, Area, Camera, PatrolPing, PatrolTeam
+from gridwatch.workers import blocks
 from gridwatch.workers.engine import latest_published_run_id, read_layer, read_metrics
 
 #: Metric columns the maps use, taken from the published metric objects.
@@ -39,6 +45,23 @@ MAP_COLUMNS = (
     "gi_star_q",
     "hotspot",
     "hotspot_class",
+)
+#: Weeks of the heat layer's time slider.
+HEAT_WEEKS = 8
+#: Days of patrol tracks on the map (up to the end of the period, or today).
+TRACK_DAYS = 7
+#: Columns of the camera layer's rows, as :func:`gridwatch.maps.cameras.camera_payload` reads.
+CAMERA_COLUMNS = (
+    "id",
+    "name",
+    "lon",
+    "lat",
+    "status",
+    "type",
+    "resolution",
+    "direction_deg",
+    "fov_deg",
+    "range_m",
 )
 #: Properties of a hot-spot feature in the API.
 HOTSPOT_PROPERTIES = (
@@ -158,6 +181,159 @@ def density_raster(engine: Engine, grids: gpd.GeoDataFrame) -> DensityRaster | N
     return DensityRaster(masked, raster.west, raster.south, raster.east, raster.north)
 
 
+def period_last_day(period: str, today: date) -> date:
+    """Return the last day of ``period`` that has happened (``today`` for the current one)."""
+    return min(parse_period(period).end - timedelta(days=1), today)
+
+
+def last_weeks(period: str, today: date, count: int = HEAT_WEEKS) -> list[Period]:
+    """Return the ``count`` ISO weeks that end ``period``, oldest first.
+
+    For a period still running (it ends after ``today``) they are the last complete weeks,
+    so the slider never opens on a week only begun; for a past period, the last is the week
+    of its last day.
+    """
+    target = parse_period(period)
+    if target.end > today:
+        week = period_of(today, "week").previous()
+    else:
+        week = period_of(target.end - timedelta(days=1), "week")
+    weeks = [week]
+    for _ in range(count - 1):
+        weeks.append(weeks[-1].previous())
+    return weeks[::-1]
+
+
+def weekly_counts(
+    engine: Engine,
+    grids: gpd.GeoDataFrame,
+    period: str,
+    today: date,
+    group: str | None = None,
+    count: int = HEAT_WEEKS,
+) -> WeeklyCounts | None:
+    """Return the published incident counts of ``grids`` in the last weeks of ``period``.
+
+    Counts come from the run's weekly grid blocks (incidents of the category ``group``, all
+    incidents without one), one point per grid at its representative point: pre-binned, so
+    no incident and no neighbour's count reaches the map. ``None`` before the first run or
+    without grids.
+    """
+    if grids.empty:
+        return None
+    weeks = last_weeks(period, today, count)
+    ids = grids["id"].to_numpy()
+    counts = np.zeros((len(weeks), len(ids)))
+    with session_scope(engine) as session:
+        run_id = latest_published_run_id(session)
+        if run_id is None:
+            return None
+        run = session.get(AggregationRun, run_id)
+        groups: dict[str, list[str]] = dict(run.extras.get("groups", {})) if run else {}
+        for row, week in enumerate(weeks):
+            block = blocks.read_block(session, run_id, "grid", week.label)
+            if block is None:
+                continue
+            if group is None:
+                values = block["incidents_total"]
+            else:
+                columns = [f"cat:{c}" for c in groups.get(group, []) if f"cat:{c}" in block]
+                values = block[columns].sum(axis=1) if columns else block["incidents_total"] * 0
+            counts[row] = values.reindex(ids).fillna(0.0).to_numpy(dtype=float)
+    points = grids.geometry.representative_point()
+    last = [w.end - timedelta(days=1) for w in weeks]
+    labels = [
+        f"{w.label} ({w.start:%m-%d} – {end:%m-%d})" for w, end in zip(weeks, last, strict=True)
+    ]
+    return WeeklyCounts(points.x.to_numpy(), points.y.to_numpy(), labels, counts)
+
+
+def _grid_ids(engine: Engine, area_ids: Iterable[int]) -> set[int]:
+    wanted = set(area_ids)
+    with session_scope(engine) as session:
+        grids = session.scalars(select(Area.id).where(Area.level == "grid"))
+        return {area_id for area_id in grids if area_id in wanted}
+
+
+def camera_frame(engine: Engine, area_ids: Iterable[int]) -> pd.DataFrame:
+    """Return the cameras inside the grids among ``area_ids`` (:data:`CAMERA_COLUMNS`).
+
+    A camera belongs to the grid that contains it; cameras outside every grid are on no map.
+    """
+    grid_ids = _grid_ids(engine, area_ids)
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(
+                Camera.grid_id,
+                Camera.source_id.label("id"),
+                Camera.name,
+                Camera.lon,
+                Camera.lat,
+                Camera.status,
+                Camera.type,
+                Camera.resolution,
+                Camera.direction_deg,
+                Camera.fov_deg,
+                Camera.range_m,
+            ).order_by(Camera.source_id)
+        ).all()
+    frame = pd.DataFrame(rows, columns=["grid_id", *CAMERA_COLUMNS])
+    return frame[frame["grid_id"].isin(grid_ids)][list(CAMERA_COLUMNS)].reset_index(drop=True)
+
+
+def cameras_json(engine: Engine, area_ids: Iterable[int]) -> dict[str, Any]:
+    """Return the camera layer's payload for the grids among ``area_ids``."""
+    return camera_payload(camera_frame(engine, area_ids))
+
+
+def track_window(period: str, today: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Return the UTC span of the patrol tracks shown: :data:`TRACK_DAYS` to the period's end.
+
+    The span ends at the end of the period's last day that has happened (today's end for the
+    current period), in local time.
+    """
+    end_day = period_last_day(period, today) + timedelta(days=1)
+    end = datetime.combine(end_day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
+    return end - timedelta(days=TRACK_DAYS), end
+
+
+def patrol_pings(
+    engine: Engine, area_ids: Iterable[int], start: datetime, end: datetime, tz: ZoneInfo
+) -> pd.DataFrame:
+    """Return the pings in ``[start, end)`` inside the grids among ``area_ids``.
+
+    Columns ``team_code``, ``team_name``, ``ts`` (local time in ``tz``), ``lon``, ``lat``. A
+    team's patrol through a neighbour's grids is cut where it leaves the user's grids: those
+    pings are the neighbour's to see.
+    """
+    grid_ids = _grid_ids(engine, area_ids)
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(
+                PatrolPing.grid_id,
+                PatrolTeam.code,
+                PatrolTeam.name,
+                PatrolPing.ts,
+                PatrolPing.lon,
+                PatrolPing.lat,
+            )
+            .join(PatrolTeam, PatrolTeam.id == PatrolPing.team_id)
+            .where(PatrolPing.ts >= start, PatrolPing.ts < end)
+        ).all()
+    frame = pd.DataFrame(rows, columns=["grid_id", "team_code", "team_name", "ts", "lon", "lat"])
+    frame = frame[frame["grid_id"].isin(grid_ids)].drop(columns="grid_id")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(tz)
+    return frame.reset_index(drop=True)
+
+
+def tracks_json(
+    engine: Engine, area_ids: Iterable[int], period: str, today: date, tz: ZoneInfo
+) -> dict[str, Any]:
+    """Return the patrol-track layer's payload: simplified tracks per team, never pings."""
+    start, end = track_window(period, today, tz)
+    return track_payload(patrol_pings(engine, area_ids, start, end, tz))
+
+
 def map_data(
     engine: Engine,
     area_ids: Iterable[int],
@@ -165,6 +341,7 @@ def map_data(
     period: str,
     group: str | None = None,
     raster_heat: bool = True,
+    today: date | None = None,
 ) -> MapData:
     """Read everything the main map shows for the areas ``area_ids``.
 
@@ -184,6 +361,12 @@ def map_data(
         category) rather than from the grids' counts of ``period``. Without a group only, and
         only for users who may see the whole raster: the kernel spreads incidents across
         boundaries.
+    today : datetime.date, optional
+        The local day (default: the machine's), which ends the weeks of the heat slider in
+        the current period.
+
+    Cameras and patrol tracks are not read here: they are fetched by the page when their
+    layers are first switched on (:func:`cameras_json`, :func:`tracks_json`).
     """
     ids = set(area_ids)
     grids = with_metrics(engine, area_frame(engine, ids, "grid"), "grid", period, group)
@@ -199,6 +382,7 @@ def map_data(
         blind_spots=blind_spot_frame(engine, grids),
         density=density_raster(engine, grids) if use_raster else None,
         heat_from_grids=not use_raster,
+        weekly_heat=weekly_counts(engine, grids, period, today or date.today(), group),
     )
 
 
@@ -240,7 +424,14 @@ __all__ = [
     "area_frame",
     "blind_spot_frame",
     "blind_spots_geojson",
+    "camera_frame",
+    "cameras_json",
     "density_raster",
+    "last_weeks",
+    "patrol_pings",
+    "track_window",
+    "tracks_json",
+    "weekly_counts",
     "hotspots_geojson",
     "map_data",
     "metrics_geojson",

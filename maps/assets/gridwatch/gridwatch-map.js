@@ -34,6 +34,101 @@
     return table;
   }
 
+  /* Calls build(data) with the layer's data: at once when ``source`` is the data itself, else
+   * fetched from the URL ``source`` the first time ``layer`` is added to a map. */
+  function withData(layer, source, build) {
+    if (typeof source !== 'string') {
+      build(source);
+      return;
+    }
+    var requested = false;
+    layer.on('add', function () {
+      if (requested) {
+        return;
+      }
+      requested = true;
+      fetch(source, {credentials: 'same-origin', headers: {Accept: 'application/json'}})
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error(source + ': ' + response.status);
+          }
+          return response.json();
+        })
+        .then(function (data) {
+          build(data);
+          layer.fire('gw:loaded');
+        })
+        .catch(function (error) {
+          requested = false;
+          window.console.error(error);
+        });
+    });
+  }
+
+  var METRES_PER_DEGREE = 111320;
+
+  /* A camera's view as the cameras' coverage figures count it (workers/aggregate/coverage.py):
+   * a sector of ``range`` metres and ``fov`` degrees around the compass bearing ``direction``,
+   * or a full circle when the direction or the angle is unknown; an unknown range is
+   * ``unknownRange``. */
+  function cameraView(lat, lon, direction, fov, range, unknownRange, style) {
+    var radius = range > 0 ? range : unknownRange;
+    if (direction === null || fov === null || fov <= 0 || fov >= 360) {
+      return L.circle([lat, lon], L.extend({radius: radius}, style));
+    }
+    var cosLat = Math.cos(lat * Math.PI / 180);
+    var steps = Math.max(4, Math.ceil(fov / 10));
+    var points = [[lat, lon]];
+    for (var i = 0; i <= steps; i++) {
+      var bearing = (direction - fov / 2 + fov * i / steps) * Math.PI / 180;
+      points.push([
+        lat + radius * Math.cos(bearing) / METRES_PER_DEGREE,
+        lon + radius * Math.sin(bearing) / (METRES_PER_DEGREE * cosLat)
+      ]);
+    }
+    return L.polygon(points, style);
+  }
+
+  /* A small round marker in the camera's status colour (set through the CSSOM). */
+  var CameraIcon = L.DivIcon.extend({
+    createIcon: function (oldIcon) {
+      var div = L.DivIcon.prototype.createIcon.call(this, oldIcon);
+      div.style.background = this.options.colour;
+      return div;
+    }
+  });
+
+  /* A cluster's icon: its count, on green when every camera in it works, on amber when some
+   * do not, on red when a fifth or more do not. */
+  function clusterIcon(cluster) {
+    var markers = cluster.getAllChildMarkers();
+    var notWorking = 0;
+    for (var i = 0; i < markers.length; i++) {
+      if (markers[i].options.gwStatus !== 0) {
+        notWorking++;
+      }
+    }
+    var share = markers.length ? notWorking / markers.length : 0;
+    var level = share === 0 ? 'ok' : (share < 0.2 ? 'some' : 'many');
+    var box = document.createElement('div');
+    var count = document.createElement('span');
+    count.textContent = String(cluster.getChildCount());
+    box.appendChild(count);
+    return L.divIcon({
+      html: box,
+      className: 'marker-cluster gw-cluster gw-cluster-' + level,
+      iconSize: L.point(40, 40)
+    });
+  }
+
+  function rowObject(columns, row) {
+    var object = {};
+    for (var i = 0; i < columns.length; i++) {
+      object[columns[i]] = row[i];
+    }
+    return object;
+  }
+
   window.GridWatchMap = {
     /* Style function: feature.properties[key] indexes ``styles`` (0 when absent). */
     style: function (styles, key) {
@@ -109,6 +204,198 @@
       }
       map.on('overlayadd overlayremove', sync);
       sync();
+    },
+
+    /* Cameras clustered by Leaflet.markercluster, coloured by status, with a text-only popup;
+     * view sectors from zoom options.sectorMinZoom, for the cameras in view. ``source`` is a
+     * camera payload (gridwatch.maps.cameras) or its URL. */
+    cameras: function (map, source, options) {
+      var group = L.layerGroup();
+      var cluster = L.markerClusterGroup({
+        chunkedLoading: true,
+        showCoverageOnHover: false,
+        maxClusterRadius: 45,
+        disableClusteringAtZoom: options.sectorMinZoom,
+        iconCreateFunction: clusterIcon
+      });
+      var sectors = L.layerGroup();
+      group.addLayer(cluster);
+      group.addLayer(sectors);
+      var rows = [];
+      var icons = options.colours.map(function (colour) {
+        return new CameraIcon({className: 'gw-camera', iconSize: [12, 12], colour: colour});
+      });
+
+      function drawSectors() {
+        sectors.clearLayers();
+        if (!map.hasLayer(group) || map.getZoom() < options.sectorMinZoom) {
+          return;
+        }
+        var bounds = map.getBounds().pad(0.25);
+        var drawn = 0;
+        for (var i = 0; i < rows.length && drawn < 3000; i++) {
+          var row = rows[i];
+          if (!bounds.contains([row[0], row[1]])) {
+            continue;
+          }
+          var colour = options.colours[row[2]];
+          sectors.addLayer(cameraView(row[0], row[1], row[3], row[4], row[5],
+            options.unknownRange, {
+              color: colour, weight: 1, opacity: 0.7, fillColor: colour, fillOpacity: 0.15,
+              // A camera that does not work sees nothing now: its view is only outlined.
+              dashArray: row[2] === 0 ? null : '4 3', interactive: false
+            }));
+          drawn++;
+        }
+      }
+
+      withData(group, source, function (data) {
+        var markers = [];
+        rows = data.rows;
+        rows.forEach(function (row) {
+          var marker = L.marker([row[0], row[1]], {
+            icon: icons[row[2]], keyboard: false, gwStatus: row[2]
+          });
+          marker.bindPopup(function () {
+            var properties = rowObject(data.columns, row);
+            properties.status = data.statuses[row[2]];
+            return infoTable(options.fields, properties);
+          }, {className: 'gw-popup'});
+          markers.push(marker);
+        });
+        cluster.addLayers(markers);
+        drawSectors();
+      });
+      group.on('add', function () {
+        map.on('zoomend moveend', drawSectors);
+        drawSectors();
+      });
+      group.on('remove', function () {
+        map.off('zoomend moveend', drawSectors);
+        sectors.clearLayers();
+      });
+      return group;
+    },
+
+    /* Patrol tracks as lines in each team's colour, a tooltip naming the team, and a legend
+     * of the teams. ``source`` is a track payload (gridwatch.maps.tracks) or its URL. */
+    tracks: function (map, source, labels) {
+      var group = L.featureGroup();
+      var fields = [['team', labels.team], ['code', labels.code], ['from', labels.from],
+        ['to', labels.to]];
+      withData(group, source, function (data) {
+        data.tracks.forEach(function (track) {
+          var team = data.teams[track[0]];
+          var flat = track[3];
+          var latlngs = [];
+          for (var i = 0; i + 1 < flat.length; i += 2) {
+            latlngs.push([flat[i], flat[i + 1]]);
+          }
+          var line = latlngs.length > 1
+            ? L.polyline(latlngs, {color: team[2], weight: 3, opacity: 0.85})
+            : L.circleMarker(latlngs[0], {radius: 3, color: team[2], weight: 2});
+          var properties = {team: team[1], code: team[0], from: track[1], to: track[2]};
+          line.bindTooltip(function () {
+            return infoTable(fields, properties);
+          }, {sticky: true, className: 'gw-tooltip'});
+          group.addLayer(line);
+        });
+        window.GridWatchMap.legend(map, group, {
+          title: labels.title,
+          items: data.teams.map(function (team) { return [team[2], team[1]]; })
+        });
+      });
+      return group;
+    },
+
+    /* Leaflet.heat over the weeks of ``data`` (gridwatch.maps.heat.weekly_heat_payload) with
+     * a slider and a play button, shown while the layer is on; opens on the newest week. */
+    heatWeeks: function (map, data, options) {
+      var heat = L.heatLayer([], {
+        radius: options.radius, blur: options.blur, minOpacity: options.minOpacity,
+        gradient: options.gradient, max: 1
+      });
+      var weeks = data.weeks;
+      var index = weeks.length - 1;
+      var timer = null;
+      var slider, label, button;
+
+      function show(i) {
+        index = i;
+        var week = weeks[i];
+        var latlngs = week[1].map(function (cell, k) {
+          var point = data.points[cell];
+          return [point[0], point[1], week[2][k]];
+        });
+        heat.setLatLngs(latlngs);
+        if (slider) {
+          slider.value = String(i);
+          label.textContent = week[0];
+        }
+      }
+
+      function stop() {
+        if (timer !== null) {
+          window.clearInterval(timer);
+          timer = null;
+        }
+        if (button) {
+          button.textContent = '\u25B6';
+        }
+      }
+
+      var control = L.control({position: 'bottomright'});
+      control.onAdd = function () {
+        var box = L.DomUtil.create('div', 'gw-slider');
+        var title = L.DomUtil.create('div', 'gw-legend-title', box);
+        title.textContent = options.title;
+        var line = L.DomUtil.create('div', 'gw-slider-line', box);
+        button = L.DomUtil.create('button', 'gw-slider-play', line);
+        button.type = 'button';
+        button.textContent = '\u25B6';
+        slider = L.DomUtil.create('input', 'gw-slider-range', line);
+        slider.type = 'range';
+        slider.min = '0';
+        slider.max = String(Math.max(weeks.length - 1, 0));
+        slider.step = '1';
+        label = L.DomUtil.create('div', 'gw-slider-label', box);
+        L.DomEvent.disableClickPropagation(box);
+        L.DomEvent.disableScrollPropagation(box);
+        slider.addEventListener('input', function () {
+          stop();
+          show(Number(slider.value));
+        });
+        button.addEventListener('click', function () {
+          if (timer !== null) {
+            stop();
+            return;
+          }
+          button.textContent = '\u275A\u275A';
+          if (index >= weeks.length - 1) {
+            show(0);
+          }
+          timer = window.setInterval(function () {
+            if (index >= weeks.length - 1) {
+              stop();
+              return;
+            }
+            show(index + 1);
+          }, 1200);
+        });
+        return box;
+      };
+      heat.on('add', function () {
+        if (!weeks.length) {
+          return;
+        }
+        control.addTo(map);
+        show(index);
+      });
+      heat.on('remove', function () {
+        stop();
+        control.remove();
+      });
+      return heat;
     },
 
     /* Marks the document once every layer is drawn (browser tests wait for it). */

@@ -18,6 +18,10 @@ class RulesError(ValueError):
     """A rules or factor-map file is malformed."""
 
 
+class TargetingError(ValueError):
+    """A targeting request that cannot be answered (unknown area, incomplete data, bad option)."""
+
+
 @dataclass(frozen=True)
 class QualityRules:
     """When an area's survey fieldwork is too weak to trust (see DOMAIN.md, 说普通话/挂断).

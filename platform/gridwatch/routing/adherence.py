@@ -18,14 +18,20 @@ Late / early
     stops.
 Off-route
     Kilometres between consecutive pings during the shift (at most 10 minutes apart) whose
-    midpoint lies more than ``corridor_m`` (default 300 m) from the planned route, drawn as
-    straight lines base → stops → base.
+    midpoint lies more than ``corridor_m`` (default 300 m) from the planned route: its road
+    path when the plan was made on a road network, else straight lines base → stops → base.
 A team with no ping during the shift is reported as ``no_pings`` (inactive on that shift).
+
+Over time
+    :func:`adherence_over_time` compares every stored plan of a station in a date range and
+    :func:`summarise_adherence` rolls the results up per team and per station by day, week
+    or month: the same figures summed over the shifts, and the teams that sent no ping on
+    any of their planned shifts (inactive, "in name only").
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -34,6 +40,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Engine, select
 
+from gridwatch.periods import PeriodKind, period_of
 from gridwatch.routing.travel import haversine_m
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import PatrolPing
@@ -125,9 +132,12 @@ def _off_route_km(
     joined = (ts[1:] - ts[:-1]) <= np.timedelta64(int(DEFAULT_MAX_GAP.total_seconds()), "s")
     legs = haversine_m(lon[:-1], lat[:-1], lon[1:], lat[1:]) * joined
     base = team["base"]
-    points = [(base["lon"], base["lat"])]
-    points += [(s["lon"], s["lat"]) for s in team["stops"]]
-    points.append((base["lon"], base["lat"]))
+    if team.get("path"):  # planned on roads: the corridor follows them
+        points = [(float(lon), float(lat)) for lon, lat in team["path"]]
+    else:
+        points = [(base["lon"], base["lat"])]
+        points += [(s["lon"], s["lat"]) for s in team["stops"]]
+        points.append((base["lon"], base["lat"]))
     lat0 = float(np.mean([p[1] for p in points]))
     scale = np.array([_METRES_PER_DEGREE * np.cos(np.radians(lat0)), _METRES_PER_DEGREE])
     route_xy = np.asarray(points) * scale
@@ -239,3 +249,146 @@ def plan_adherence(
         ).all()
     pings = pd.DataFrame(rows, columns=["team_id", "ts", "lon", "lat"])
     return adherence_from_pings(plan, pings, tz, **rules)
+
+
+# --- over time: per team and per station --------------------------------------------------
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-shift adherence rows (``_shift_row``) into one figure set."""
+    planned = sum(r["stops_planned"] for r in rows)
+    visited = sum(r["stops_visited"] for r in rows)
+    late = [m for r in rows for m in r["late_minutes"]]
+    return {
+        "shifts": len(rows),
+        "stops_planned": planned,
+        "stops_visited": visited,
+        "visited_pct": round(100.0 * visited / planned, 1) if planned else None,
+        "mean_late_min": round(float(np.mean(late)), 1) if late else None,
+        "mean_abs_late_min": round(float(np.mean(np.abs(late))), 1) if late else None,
+        "off_route_km": round(sum(r["off_route_km"] for r in rows), 3),
+        "shifts_without_pings": sum(1 for r in rows if r["no_pings"]),
+    }
+
+
+def _shift_row(team: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stops_planned": team["stops_planned"],
+        "stops_visited": team["stops_visited"],
+        "late_minutes": [s["late_min"] for s in team["stops"] if s["visited"]],
+        "off_route_km": team["off_route_km"],
+        "no_pings": team["no_pings"],
+    }
+
+
+def summarise_adherence(
+    results: list[dict[str, Any]], period_kind: PeriodKind = "week"
+) -> dict[str, Any]:
+    """Roll adherence results of many plans up per team and per station, by period.
+
+    Parameters
+    ----------
+    results : list of dict
+        Answers of :func:`adherence_from_pings` (one per stored plan).
+    period_kind : str
+        ``day``, ``week``, ``month``, ``quarter`` or ``year``: the periods (of the plans'
+        days) the figures are cut into.
+
+    Returns
+    -------
+    dict
+        ``period_kind``, ``stations`` and ``teams``. Each station (by code) and team (by
+        code) has ``periods`` — one row per period with any plan, oldest first: ``period``,
+        ``shifts``, ``stops_planned``, ``stops_visited``, ``visited_pct``, ``mean_late_min``,
+        ``mean_abs_late_min``, ``off_route_km`` and ``shifts_without_pings`` — and ``total``
+        over all of them. A team has ``inactive`` true when it sent no ping on any of its
+        planned shifts (a team "in name only"); a station lists those teams under
+        ``inactive_teams``.
+    """
+    team_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    station_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    team_station: dict[str, str] = {}
+    for result in results:
+        label = period_of(date.fromisoformat(result["day"]), period_kind).label
+        station = str(result["station_code"])
+        for team in result["teams"]:
+            code = str(team.get("team_code") or team["team_id"])
+            row = _shift_row(team)
+            team_station[code] = station
+            team_rows.setdefault(code, {}).setdefault(label, []).append(row)
+            station_rows.setdefault(station, {}).setdefault(label, []).append(row)
+
+    def periods(by_label: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return [{"period": label, **_totals(by_label[label])} for label in sorted(by_label)]
+
+    teams_out = []
+    for code in sorted(team_rows):
+        every = [r for rows in team_rows[code].values() for r in rows]
+        teams_out.append(
+            {
+                "team_code": code,
+                "station_code": team_station[code],
+                "inactive": all(r["no_pings"] for r in every),
+                "periods": periods(team_rows[code]),
+                "total": _totals(every),
+            }
+        )
+    stations_out = []
+    for station in sorted(station_rows):
+        every = [r for rows in station_rows[station].values() for r in rows]
+        stations_out.append(
+            {
+                "station_code": station,
+                "plans": sum(1 for r in results if str(r["station_code"]) == station),
+                "inactive_teams": [
+                    t["team_code"]
+                    for t in teams_out
+                    if t["station_code"] == station and t["inactive"]
+                ],
+                "periods": periods(station_rows[station]),
+                "total": _totals(every),
+            }
+        )
+    return {"period_kind": period_kind, "stations": stations_out, "teams": teams_out}
+
+
+def adherence_over_time(
+    engine: Engine,
+    tz: ZoneInfo,
+    station_ids: list[int],
+    date_from: date,
+    date_to: date,
+    period_kind: PeriodKind = "week",
+    **rules: float,
+) -> dict[str, Any]:
+    """Compare every stored plan of ``station_ids`` from ``date_from`` to ``date_to``.
+
+    When a station has several plans for the same day and shift, only the newest counts (a
+    re-plan replaces the earlier one). Returns :func:`summarise_adherence`'s answer plus
+    ``from``, ``to`` and ``plan_ids``.
+    """
+    from gridwatch.routing.plans import load_plan
+    from gridwatch.storage.models import PatrolPlan
+
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(PatrolPlan.id, PatrolPlan.station_id, PatrolPlan.day, PatrolPlan.shift)
+            .where(
+                PatrolPlan.station_id.in_(station_ids),
+                PatrolPlan.day >= date_from.isoformat(),
+                PatrolPlan.day <= date_to.isoformat(),
+            )
+            .order_by(PatrolPlan.created_at, PatrolPlan.id)
+        ).all()
+    newest: dict[tuple[int, str, str], int] = {}
+    for plan_id, station_id, day, shift in rows:
+        newest[(station_id, day, shift)] = plan_id  # later rows replace earlier ones
+    plan_ids = sorted(newest.values())
+    results = [plan_adherence(engine, load_plan(engine, pid), tz, **rules) for pid in plan_ids]
+    summary = summarise_adherence(results, period_kind)
+    return {
+        "from": date_from.isoformat(),
+        "to": date_to.isoformat(),
+        "plan_ids": plan_ids,
+        **summary,
+    }

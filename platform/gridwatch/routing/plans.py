@@ -418,7 +418,42 @@ def plan_station(
         if roads_path
         else f"straight_line x {settings.route_detour_factor:g}"
     )
-    return plan_payload(problem, plan, greedy, shift, station, travel)
+    payload = plan_payload(problem, plan, greedy, shift, station, travel)
+    add_grid_names(engine, payload)
+    if roads is not None:
+        add_road_paths(roads, payload)
+    return payload
+
+
+def add_road_paths(roads: RoadNetwork, payload: dict[str, Any]) -> None:
+    """Add each team's ``path``: its route along the roads as ``[lon, lat]`` pairs.
+
+    Base → stops → base, each leg the shortest road path (a leg the network does not connect
+    is a straight line). The map draws it, and adherence measures off-route distance from it.
+    """
+    for team in payload["teams"]:
+        if not team["stops"]:
+            continue
+        points = [team["base"], *team["stops"], team["base"]]
+        path: list[list[float]] = []
+        for here, there in zip(points, points[1:], strict=False):
+            leg = roads.path_coordinates(here["lon"], here["lat"], there["lon"], there["lat"])
+            for lon, lat in leg[1:] if path else leg:
+                path.append([round(lon, 6), round(lat, 6)])
+        team["path"] = path
+
+
+def add_grid_names(engine: Engine, payload: dict[str, Any]) -> None:
+    """Add each stop's ``grid_name`` (for the route sheet and the map) to a plan payload."""
+    codes = {stop["grid_code"] for team in payload["teams"] for stop in team["stops"]}
+    if not codes:
+        return
+    with session_scope(engine) as session:
+        rows = session.execute(select(Area.code, Area.name).where(Area.code.in_(codes)))
+        names = {code: name for code, name in rows}
+    for team in payload["teams"]:
+        for stop in team["stops"]:
+            stop["grid_name"] = names.get(stop["grid_code"])
 
 
 def store_plan(engine: Engine, payload: dict[str, Any]) -> int:
@@ -450,38 +485,147 @@ def load_plan(engine: Engine, plan_id: int) -> dict[str, Any]:
     return payload
 
 
-def write_gpx(payload: dict[str, Any], directory: Path) -> list[Path]:
-    """Write one GPX file per team (stops as waypoints and a route); return the paths."""
+def gpx_text(payload: dict[str, Any], team: dict[str, Any]) -> str:
+    """Return one team's route as GPX 1.1: numbered stops as waypoints and a route.
+
+    Names and descriptions are Chinese (基地 for the base, 停留 … 分钟 for the dwell), as the
+    phones' navigation apps show them.
+    """
     import gpxpy.gpx
 
+    gpx = gpxpy.gpx.GPX()
+    gpx.name = f"{payload['station_code']} {team['team_code']} {payload['day']} {payload['shift']}"
+    route = gpxpy.gpx.GPXRoute(name=team["team_code"])
+    base = team["base"]
+    route.points.append(gpxpy.gpx.GPXRoutePoint(base["lat"], base["lon"], name="基地"))
+    for number, stop in enumerate(team["stops"], start=1):
+        arrive = datetime.fromisoformat(stop["arrive"])
+        label = f"{number:02d} {stop['grid_code']} {arrive:%H:%M}"
+        gpx.waypoints.append(
+            gpxpy.gpx.GPXWaypoint(
+                stop["lat"],
+                stop["lon"],
+                time=arrive,
+                name=label,
+                description=f"停留 {stop['dwell_min']:.0f} 分钟，至 {stop['depart'][11:16]}",
+            )
+        )
+        route.points.append(
+            gpxpy.gpx.GPXRoutePoint(stop["lat"], stop["lon"], time=arrive, name=label)
+        )
+    route.points.append(gpxpy.gpx.GPXRoutePoint(base["lat"], base["lon"], name="基地"))
+    gpx.routes.append(route)
+    xml: str = gpx.to_xml()
+    return xml
+
+
+def gpx_file_name(payload: dict[str, Any], team: dict[str, Any]) -> str:
+    """Return the file name of a team's GPX (day and team code, safe on every system)."""
+    code = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in str(team["team_code"])
+    )
+    return f"{payload['day']}_{code}.gpx"
+
+
+def write_gpx(payload: dict[str, Any], directory: Path) -> list[Path]:
+    """Write one GPX file per team (stops as waypoints and a route); return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for team in payload["teams"]:
-        gpx = gpxpy.gpx.GPX()
-        gpx.name = (
-            f"{payload['station_code']} {team['team_code']} {payload['day']} {payload['shift']}"
-        )
-        route = gpxpy.gpx.GPXRoute(name=team["team_code"])
-        base = team["base"]
-        route.points.append(gpxpy.gpx.GPXRoutePoint(base["lat"], base["lon"], name="基地"))
-        for number, stop in enumerate(team["stops"], start=1):
-            arrive = datetime.fromisoformat(stop["arrive"])
-            label = f"{number:02d} {stop['grid_code']} {arrive:%H:%M}"
-            gpx.waypoints.append(
-                gpxpy.gpx.GPXWaypoint(
-                    stop["lat"],
-                    stop["lon"],
-                    time=arrive,
-                    name=label,
-                    description=f"停留 {stop['dwell_min']:.0f} 分钟，至 {stop['depart'][11:16]}",
-                )
-            )
-            route.points.append(
-                gpxpy.gpx.GPXRoutePoint(stop["lat"], stop["lon"], time=arrive, name=label)
-            )
-        route.points.append(gpxpy.gpx.GPXRoutePoint(base["lat"], base["lon"], name="基地"))
-        gpx.routes.append(route)
-        path = directory / f"{payload['day']}_{team['team_code']}.gpx"
-        path.write_text(gpx.to_xml(), "utf-8")
+        path = directory / gpx_file_name(payload, team)
+        path.write_text(gpx_text(payload, team), "utf-8")
         written.append(path)
     return written
+
+
+# --- stored plans for the web pages and the API -----------------------------------------
+
+
+def stations_in(engine: Engine, area_ids: frozenset[int] | None = None) -> list[dict[str, Any]]:
+    """Return the stations covering any of ``area_ids`` (every station for ``None``).
+
+    Each is ``{"id", "code", "name", "township_ids"}``, by code. A station user's or a
+    township user's jurisdiction thus gives the stations that plan for their townships.
+    """
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(Station.id, Station.code, Station.name).order_by(Station.code)
+        )
+        stations: dict[int, dict[str, Any]] = {
+            sid: {"id": sid, "code": code, "name": name, "township_ids": []}
+            for sid, code, name in rows
+        }
+        for station_id, area_id in session.execute(
+            select(StationTownship.station_id, StationTownship.area_id)
+        ):
+            if station_id in stations:
+                stations[station_id]["township_ids"].append(int(area_id))
+    found = [
+        station
+        for station in stations.values()
+        if area_ids is None or any(t in area_ids for t in station["township_ids"])
+    ]
+    return sorted(found, key=lambda s: s["code"])
+
+
+def list_plans(
+    engine: Engine,
+    station_ids: list[int],
+    day: date | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Return stored plans of ``station_ids`` (on ``day`` if given), newest first.
+
+    Each is a summary: ``plan_id``, ``station_code``, ``day``, ``shift``, ``created_at``,
+    ``teams``, ``stops``, ``risk_covered``, ``greedy_risk_covered``, ``km``.
+    """
+    if not station_ids:
+        return []
+    query = select(PatrolPlan).where(PatrolPlan.station_id.in_(station_ids))
+    if day is not None:
+        query = query.where(PatrolPlan.day == day.isoformat())
+    query = query.order_by(PatrolPlan.created_at.desc(), PatrolPlan.id.desc()).limit(limit)
+    out = []
+    with session_scope(engine) as session:
+        for row in session.scalars(query):
+            payload = row.payload or {}
+            teams = payload.get("teams", [])
+            out.append(
+                {
+                    "plan_id": row.id,
+                    "station_id": row.station_id,
+                    "station_code": payload.get("station_code"),
+                    "station_name": payload.get("station_name"),
+                    "day": row.day,
+                    "shift": row.shift,
+                    "created_at": row.created_at,
+                    "teams": len(teams),
+                    "stops": sum(len(t.get("stops", [])) for t in teams),
+                    "risk_covered": payload.get("risk_covered"),
+                    "greedy_risk_covered": payload.get("greedy", {}).get("risk_covered"),
+                    "km": payload.get("km"),
+                }
+            )
+    return out
+
+
+def plan_station_id(engine: Engine, plan_id: int) -> int | None:
+    """Return the station id of a stored plan (``None`` when there is no such plan)."""
+    with session_scope(engine) as session:
+        station_id = session.scalar(select(PatrolPlan.station_id).where(PatrolPlan.id == plan_id))
+    return int(station_id) if station_id is not None else None
+
+
+def latest_plan(
+    engine: Engine, station_id: int, day: date, shift: str | None = None
+) -> dict[str, Any] | None:
+    """Return the newest stored plan of a station for ``day`` (and ``shift``), or ``None``."""
+    query = select(PatrolPlan.id).where(
+        PatrolPlan.station_id == station_id, PatrolPlan.day == day.isoformat()
+    )
+    if shift is not None:
+        query = query.where(PatrolPlan.shift == shift)
+    query = query.order_by(PatrolPlan.created_at.desc(), PatrolPlan.id.desc()).limit(1)
+    with session_scope(engine) as session:
+        plan_id = session.scalar(query)
+    return load_plan(engine, int(plan_id)) if plan_id is not None else None

@@ -17,19 +17,25 @@ Prize
     costs its prize (an OR-Tools disjunction penalty); travel costs its seconds, a tie-breaker
     worth 1/1,000,000 of a risk-minute per second.
 Time
-    Teams dwell the top of the Koper range (16 minutes) at every stop: an extra minute at a
-    hot spot costs no travel, and one fixed dwell keeps the solver's objective equal to the
-    risk covered it reports (the sum of ``risk × dwell minutes``), so warm-starting from the
-    greedy plan guarantees the VRP is never worse. The bottom of the range is what adherence
-    accepts as "enough dwell". Routes start and end at the team's base, leave no earlier than
-    the shift start and are back by its end; :func:`schedule_route` still stretches a dwell
-    between the bounds when the range is used with a shorter service time.
+    Each stop copy has its own dwell inside the Koper range (10–16 minutes), chosen by its
+    risk: the copy's percentile rank among all copies of the problem maps linearly onto the
+    range, rounded to whole minutes, so the riskiest places get the full 16 minutes and the
+    least risky the 10 that still deter (:func:`choose_dwell_seconds`). Ranks rather than raw
+    risk values spread the dwells over the whole range although risk is heavily skewed. The
+    dwell is fixed before solving, so the solver's objective stays equal to the risk covered it
+    reports (the sum of ``risk × dwell minutes``), and warm-starting from the greedy plan
+    guarantees the VRP is never worse. The bottom of the range is what adherence accepts as
+    "enough dwell". Routes start and end at the team's base, leave no earlier than the shift
+    start and are back by its end.
 Determinism
     OR-Tools' routing search is single-threaded and deterministic for a given input and
     parameters; only a wall-clock limit makes the result depend on the machine. The search
     therefore starts from the greedy baseline's routes and runs guided local search for a
     fixed number of solutions (``solution_limit``); the time limit is only a safety net, and a
     plan reports whether it was hit (then, and only then, results may differ between runs).
+    When the greedy routes already take every stop copy, plain greedy descent replaces guided
+    local search (only travel can improve, and it stops by itself). Copies that no team can
+    reach in their window and return from in time are dropped before solving.
 Baseline
     The greedy nearest-high-risk plan: the team that is free earliest takes the open copy with
     the most prize per minute spent getting there and dwelling, until nothing fits. The VRP
@@ -219,7 +225,14 @@ class Problem:
         self.shift_s = int(shift_minutes * 60)
         self.dwell_min_s = int(options.dwell_min_minutes * 60)
         self.dwell_max_s = int(options.dwell_max_minutes * 60)
-        self.stops = make_stop_copies(places, shift_start_hour, self.shift_s, options)
+        self.stops = reachable_copies(
+            make_stop_copies(places, shift_start_hour, self.shift_s, options),
+            teams,
+            len(places),
+            distances,
+            self.shift_s,
+            self.dwell_min_s,
+        )
         n_stops = len(self.stops)
         # Node layout: stop copies 0..S-1, then one base node per team.
         self.location = np.concatenate(
@@ -230,9 +243,10 @@ class Problem:
         )
         self.open_s = np.array([s.open_s for s in self.stops], dtype=np.int64)
         self.close_s = np.array([s.close_s for s in self.stops], dtype=np.int64)
-        #: Service (dwell) seconds the solver plans at every stop.
-        self.service_s = self.dwell_max_s
-        self.prize = np.array([s.risk * self.service_s / 60 for s in self.stops], dtype=np.float64)
+        risks = np.array([s.risk for s in self.stops], dtype=np.float64)
+        #: Dwell seconds planned at each stop copy (by risk, within the Koper range).
+        self.dwell_s = choose_dwell_seconds(risks, self.dwell_min_s, self.dwell_max_s)
+        self.prize = risks * self.dwell_s / 60
         node_metres = distances[np.ix_(self.location, self.location)]
         self.node_metres = node_metres
         big = 10 * max(self.shift_s, 1)
@@ -249,6 +263,66 @@ class Problem:
     def base_node(self, team: int) -> int:
         """Return the node of ``team``'s base."""
         return self.n_stops + team
+
+
+def choose_dwell_seconds(risks: FloatArray, low_s: int, high_s: int) -> IntArray:
+    """Return each stop's dwell: its risk's percentile rank mapped onto ``[low_s, high_s]``.
+
+    Parameters
+    ----------
+    risks : numpy.ndarray
+        Risk per minute of each stop copy.
+    low_s, high_s : int
+        Dwell range in seconds (Koper: 600–960).
+
+    Returns
+    -------
+    numpy.ndarray
+        Whole minutes in seconds, ``low_s`` for the least risky copy and ``high_s`` for the
+        riskiest; equal risks get equal dwells, a single copy gets ``high_s``.
+    """
+    risks = np.asarray(risks, dtype=np.float64)
+    if risks.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    ordered = np.sort(risks)
+    below = np.searchsorted(ordered, risks, side="left")
+    at_or_below = np.searchsorted(ordered, risks, side="right")
+    rank = (below + at_or_below - 1) / 2  # mean rank of ties, 0 … n-1
+    share = rank / (risks.size - 1) if risks.size > 1 else np.ones_like(risks)
+    low_min, high_min = low_s / 60, high_s / 60
+    minutes = np.rint(low_min + share * (high_min - low_min))
+    seconds = np.clip(minutes * 60, low_s, high_s)
+    return np.asarray(seconds, dtype=np.int64)
+
+
+def reachable_copies(
+    copies: list[StopCopy],
+    teams: list[TeamShift],
+    n_places: int,
+    distances: FloatArray,
+    shift_s: int,
+    dwell_s: int,
+) -> list[StopCopy]:
+    """Return the copies some team can visit alone: out from its base, dwell, back in time.
+
+    A copy no team reaches within its window, or from which no team gets home before the
+    shift ends (a place the road network does not connect, say), can never be part of a
+    plan; left in, it only gives the local search moves that all fail, and with nothing
+    feasible to try the search would run until its time limit instead of its solution limit.
+    """
+    if not copies or not teams:
+        return copies
+    place = np.array([c.place for c in copies], dtype=np.int64)
+    open_s = np.array([c.open_s for c in copies], dtype=np.float64)
+    close_s = np.array([c.close_s for c in copies], dtype=np.float64)
+    reachable = np.zeros(len(copies), dtype=bool)
+    for index, team in enumerate(teams):
+        speed = team.speed_kmh / 3.6
+        base = n_places + index
+        arrive = np.maximum(distances[base, place] / speed, open_s)
+        home = arrive + dwell_s + distances[place, base] / speed
+        reachable |= (arrive <= close_s) & (home <= shift_s)
+    return [copy for copy, keep in zip(copies, reachable, strict=True) if keep]
 
 
 def make_stop_copies(
@@ -295,7 +369,7 @@ def make_stop_copies(
 
 
 def schedule_route(problem: Problem, team: int, stops: list[int]) -> Route:
-    """Time a route: arrive as early as allowed, dwell as long as the rest allows.
+    """Time a route: arrive as early as allowed and dwell each stop's planned dwell.
 
     Raises
     ------
@@ -304,7 +378,7 @@ def schedule_route(problem: Problem, team: int, stops: list[int]) -> Route:
     """
     travel = problem.travel_s(team)
     base = problem.base_node(team)
-    dmin, dmax = problem.service_s, problem.dwell_max_s
+    dwell_s = problem.dwell_s
     n = len(stops)
     if n == 0:
         return Route(team, [], 0.0, 0, 0, 0)
@@ -314,7 +388,7 @@ def schedule_route(problem: Problem, team: int, stops: list[int]) -> Route:
     for k in range(n - 1, -1, -1):
         stop = stops[k]
         latest_depart[k] = deadline - int(travel[stop, following])
-        latest_arrive[k] = min(int(problem.close_s[stop]), latest_depart[k] - dmin)
+        latest_arrive[k] = min(int(problem.close_s[stop]), latest_depart[k] - int(dwell_s[stop]))
         following, deadline = stop, latest_arrive[k]
     visits = []
     clock, here, metres, busy = 0, base, 0.0, 0
@@ -323,7 +397,7 @@ def schedule_route(problem: Problem, team: int, stops: list[int]) -> Route:
         arrive = max(reach, int(problem.open_s[stop]))
         if arrive > latest_arrive[k]:
             raise ValueError(f"route of team {team} misses stop {stop}'s window or the shift")
-        dwell = min(dmax, max(dmin, latest_depart[k] - arrive))
+        dwell = int(dwell_s[stop])
         visits.append(Visit(stop, arrive, arrive + dwell))
         metres += float(problem.node_metres[here, stop])
         busy += int(travel[here, stop]) + dwell
@@ -369,23 +443,23 @@ def greedy_routes(problem: Problem) -> list[list[int]]:
     clock = np.zeros(n_teams, dtype=np.int64)
     here = np.array([problem.base_node(t) for t in range(n_teams)], dtype=np.int64)
     active = np.ones(n_teams, dtype=bool)
-    dmin = problem.service_s
+    dwell = problem.dwell_s
     stops = np.arange(problem.n_stops)
     while active.any():
         team = int(np.flatnonzero(active)[np.argmin(clock[active])])
         travel = problem.travel_s(team)
         arrive = np.maximum(clock[team] + travel[here[team], stops], problem.open_s)
-        home = arrive + dmin + travel[stops, problem.base_node(team)]
+        home = arrive + dwell + travel[stops, problem.base_node(team)]
         fits = ~taken & (arrive <= problem.close_s) & (home <= problem.shift_s)
         if not fits.any():
             active[team] = False
             continue
-        spent = (arrive - clock[team] + dmin).astype(np.float64)
+        spent = (arrive - clock[team] + dwell).astype(np.float64)
         score = np.where(fits, problem.prize / spent, -np.inf)
         stop = int(np.argmax(score))
         taken[stop] = True
         routes[team].append(stop)
-        clock[team] = arrive[stop] + dmin
+        clock[team] = arrive[stop] + dwell[stop]
         here[team] = stop
     return routes
 
@@ -420,7 +494,7 @@ def solve(problem: Problem) -> tuple[Solution, Solution]:
     manager = pywrapcp.RoutingIndexManager(n_nodes, n_teams, bases, bases)
     routing = pywrapcp.RoutingModel(manager)
     service = np.zeros(n_nodes, dtype=np.int64)
-    service[: problem.n_stops] = problem.service_s
+    service[: problem.n_stops] = problem.dwell_s
     time_callbacks: dict[float, int] = {}
     cost_callbacks: dict[float, int] = {}
     for speed, travel in problem._travel.items():
@@ -441,8 +515,14 @@ def solve(problem: Problem) -> tuple[Solution, Solution]:
 
     params = pywrapcp.DefaultRoutingSearchParameters()
     params.first_solution_strategy = routing_enums_pb2.FirstSolutionStrategy.PATH_CHEAPEST_ARC
+    # When the greedy plan already visits every stop copy no prize is left to collect and only
+    # travel can improve: greedy descent stops at its local optimum, whereas guided local
+    # search over so few moves finds too few solutions for the limit and runs until the clock.
+    everything_taken = sum(len(r) for r in initial) == problem.n_stops
     params.local_search_metaheuristic = (
-        routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
+        routing_enums_pb2.LocalSearchMetaheuristic.GREEDY_DESCENT
+        if everything_taken
+        else routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
     )
     params.solution_limit = problem.options.solution_limit
     params.time_limit.FromMilliseconds(int(problem.options.time_limit_seconds * 1000))

@@ -9,12 +9,24 @@ vertices. Lines that merely cross without a shared vertex do not connect: a stre
 a river connects to the other bank only where the file has a bridge. Each point is snapped to
 its nearest network node, and the snapping distance (straight) is added at both ends. Points
 on parts of the network that do not connect get :data:`UNREACHABLE` metres.
+
+OpenStreetMap extracts supplied by the user (nothing is downloaded) are read too: an ``.osm``
+XML file (also ``.osm.gz`` / ``.osm.bz2``) with the standard library's streaming XML parser,
+and an ``.osm.pbf`` file when the optional ``osmium`` package is installed. Only ways tagged
+``highway`` become roads (not those being planned, built or abandoned, nor platforms);
+consecutive nodes of a way become segments, and ways meet where they share a node, as OSM
+draws junctions. One-way tags are ignored: patrols on foot and e-bike may use either
+direction, and a detour for a police car is rarely long.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import IO, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +41,10 @@ EARTH_RADIUS_M: Final = 6_371_008.8
 UNREACHABLE: Final = 1.0e9
 #: Vertices are merged when their coordinates agree to this many decimal degrees (~1 cm).
 _VERTEX_DECIMALS: Final = 7
+#: ``highway`` values that are no road a patrol can use (yet, or any more).
+NOT_ROADS: Final = frozenset(
+    {"proposed", "construction", "abandoned", "disused", "razed", "platform", "no", "planned"}
+)
 
 
 class RoadNetworkError(ValueError):
@@ -99,7 +115,21 @@ class RoadNetwork:
 
     @classmethod
     def from_file(cls, path: Path, layer: str | None = None) -> RoadNetwork:
-        """Read a GeoJSON / GeoPackage / Shapefile of lines (any CRS; turned into WGS84)."""
+        """Read a road file: OSM (``.osm``, ``.osm.gz``, ``.osm.bz2``, ``.osm.pbf``) or lines.
+
+        Any other file is read with GeoPandas as GeoJSON / GeoPackage / Shapefile lines (any
+        CRS; turned into WGS84).
+
+        Raises
+        ------
+        RoadNetworkError
+            When the file cannot be read or holds no roads.
+        """
+        name = Path(path).name.lower()
+        if name.endswith(".pbf"):
+            return cls(read_osm_pbf(Path(path)))
+        if name.endswith((".osm", ".osm.gz", ".osm.bz2", ".osm.xml")):
+            return cls(read_osm_xml(Path(path)))
         import geopandas as gpd
 
         try:
@@ -144,3 +174,157 @@ class RoadNetwork:
             return [(lon1, lat1), (lon2, lat2)]
         inner = [(float(self.nodes[i, 0]), float(self.nodes[i, 1])) for i in reversed(chain)]
         return [(lon1, lat1), *inner, (lon2, lat2)]
+
+
+# --- OpenStreetMap extracts -----------------------------------------------------------------
+
+
+def _is_road(tags: dict[str, str]) -> bool:
+    highway = tags.get("highway")
+    return highway is not None and highway not in NOT_ROADS
+
+
+def _open_osm(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if name.endswith(".bz2"):
+        return cast(IO[bytes], bz2.open(path, "rb"))
+    return path.open("rb")
+
+
+def _way_lines(
+    refs: list[int], nodes: dict[int, tuple[float, float]]
+) -> Iterator[list[tuple[float, float]]]:
+    """Yield the runs of a way whose nodes are in the extract (a clipped way has gaps)."""
+    run: list[tuple[float, float]] = []
+    for ref in refs:
+        where = nodes.get(ref)
+        if where is None:
+            if len(run) >= 2:
+                yield run
+            run = []
+        else:
+            run.append(where)
+    if len(run) >= 2:
+        yield run
+
+
+def read_osm_xml(path: Path) -> list[object]:
+    """Return the road lines (``highway`` ways) of an OSM XML extract, in WGS84.
+
+    The file is parsed as a stream: nodes are kept as coordinates only, ways are turned
+    into lines as they end, so a town's extract needs little memory.
+
+    Raises
+    ------
+    RoadNetworkError
+        When the file is missing, is not OSM XML, or has no road; the sentence names the file
+        and, for broken XML, the line and column.
+    """
+    from shapely.geometry import LineString
+
+    nodes: dict[int, tuple[float, float]] = {}
+    lines: list[object] = []
+    refs: list[int] = []
+    tags: dict[str, str] = {}
+    try:
+        with _open_osm(path) as handle:
+            root_seen = False
+            for event, element in ET.iterparse(handle, events=("start", "end")):
+                tag = element.tag
+                if event == "start":
+                    if not root_seen:
+                        root_seen = True
+                        if tag != "osm":
+                            raise RoadNetworkError(
+                                f"{path}: not an OpenStreetMap XML file (root element "
+                                f"<{tag}>, expected <osm>)"
+                            )
+                    if tag == "way":
+                        refs, tags = [], {}
+                    continue
+                if tag == "node":
+                    nodes[int(element.attrib["id"])] = (
+                        float(element.attrib["lon"]),
+                        float(element.attrib["lat"]),
+                    )
+                    element.clear()
+                elif tag == "nd":
+                    refs.append(int(element.attrib["ref"]))
+                elif tag == "tag":
+                    tags[element.attrib.get("k", "")] = element.attrib.get("v", "")
+                elif tag == "way":
+                    if _is_road(tags):
+                        lines.extend(LineString(run) for run in _way_lines(refs, nodes))
+                    element.clear()
+                elif tag == "relation":
+                    element.clear()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise RoadNetworkError(
+            f"{path}: broken OSM XML at line {line}, column {column + 1}: {_reason(exc)}"
+        ) from exc
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, RoadNetworkError):
+            raise
+        raise RoadNetworkError(
+            f"{path}: an OSM node or way lacks a valid id, ref, lon or lat ({exc})"
+        ) from exc
+    except (OSError, EOFError) as exc:
+        raise RoadNetworkError(f"cannot read the OSM file {path}: {exc}") from exc
+    if not lines:
+        raise RoadNetworkError(f"{path}: the OSM extract has no highway ways (no roads)")
+    return lines
+
+
+def _reason(exc: ET.ParseError) -> str:
+    text = str(exc)
+    return text.split(":")[0] if ":" in text else text
+
+
+def read_osm_pbf(path: Path) -> list[object]:
+    """Return the road lines of an OSM PBF extract (needs the optional ``osmium`` package).
+
+    Raises
+    ------
+    RoadNetworkError
+        When ``osmium`` is not installed (the sentence says how to convert the file to
+        ``.osm``), or the file cannot be read or has no road.
+    """
+    try:
+        import osmium
+    except ImportError as exc:
+        raise RoadNetworkError(
+            f"{path}: reading .pbf needs the osmium package, which is not installed; "
+            "convert the extract to OSM XML (for example `osmium cat in.osm.pbf -o out.osm`) "
+            "and pass the .osm file"
+        ) from exc
+    from shapely.geometry import LineString
+
+    lines: list[object] = []
+    try:
+        processor = (
+            osmium.FileProcessor(str(path))
+            .with_locations()
+            .with_filter(osmium.filter.KeyFilter("highway"))
+        )
+        for obj in processor:
+            if not isinstance(obj, osmium.osm.Way) or not _is_road(dict(obj.tags)):
+                continue
+            run: list[tuple[float, float]] = []
+            for node in obj.nodes:
+                location = node.location
+                if location.valid():
+                    run.append((location.lon, location.lat))
+                else:
+                    if len(run) >= 2:
+                        lines.append(LineString(run))
+                    run = []
+            if len(run) >= 2:
+                lines.append(LineString(run))
+    except RuntimeError as exc:  # osmium reports unreadable files as RuntimeError
+        raise RoadNetworkError(f"cannot read the OSM file {path}: {exc}") from exc
+    if not lines:
+        raise RoadNetworkError(f"{path}: the OSM extract has no highway ways (no roads)")
+    return lines

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import BigInteger, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
@@ -112,6 +112,17 @@ def upgrade_database(engine: Engine, revision: str = "head") -> str | None:
         raise DatabaseError(
             f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
             f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
+        ) from exc
+    except DBAPIError as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        hint = (
+            " (install PostGIS on the server, e.g. apt-get install postgresql-15-postgis-3)"
+            if "postgis" in detail.lower()
+            else ""
+        )
+        raise DatabaseError(
+            f"cannot migrate the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{detail}{hint}"
         ) from exc
     return current_revision(engine)
 

@@ -24,8 +24,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 ADMIN_ROLES = ("admin",)
 #: Blueprints whose views accept a bearer token.
 TOKEN_BLUEPRINTS = ("api",)
-#: Endpoints serving public files, which need no user.
-PUBLIC_FILE_ENDPOINTS = ("static", "maps.asset")
+#: Endpoints that need no user (public files and the health checks): no session is read, so
+#: a probe answers even while the database is down.
+PUBLIC_FILE_ENDPOINTS = ("static", "maps.asset", "health.healthz", "health.readyz")
 #: Endpoints a ``viewer`` user's token may open from the query string (``/screen?token=``):
 #: the wall screen cannot type a password, and reads nothing else this way.
 SCREEN_TOKEN_ENDPOINTS = ("screen.page", "screen.data", "maps.frame")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 
+from gridwatch import logs, observability
 from gridwatch.config import Settings, load_settings
 
 #: Queues: quick refreshes never wait behind a long full recompute.
@@ -75,6 +76,9 @@ def create_celery_app(settings: Settings | None = None, set_as_current: bool = T
         beat_schedule=beat_schedule(settings),
         task_always_eager=not settings.redis_url,
         task_eager_propagates=True,
+        # Task events (received, started, succeeded, failed …) for Flower and `celery events`.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     app.conf.gridwatch_settings = settings
     return app
@@ -90,8 +94,44 @@ def app_for(settings: Settings) -> Celery:
     return _dispatchers[settings.redis_url]
 
 
+@signals.task_prerun.connect
+def _task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    observability.task_started(task_id)
+    if task_id is not None:
+        _log_tokens[task_id] = logs.bind(task_id=task_id)
+
+
+@signals.task_postrun.connect
+def _task_postrun(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
+    observability.task_finished(task_id, _task_name(task), state)
+    tokens = _log_tokens.pop(task_id, None) if task_id is not None else None
+    if tokens:
+        logs.unbind(tokens)
+
+
+@signals.task_failure.connect
+def _task_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    observability.task_failed(_task_name(sender), exception)
+
+
+def _task_name(task: Any) -> str:
+    return str(getattr(task, "name", None) or "unknown")
+
+
+def _setup_json_logging(loglevel: Any = None, **_: Any) -> None:
+    """Write the worker's and beat's logs as JSON lines (``GRIDWATCH_LOG_FORMAT=json``)."""
+    logs.configure_logging("json", level=loglevel or "INFO")
+
+
+_log_tokens: dict[str, dict[str, Any]] = {}
+
 celery_app = create_celery_app()
 app = celery_app
+if celery_app.conf.gridwatch_settings.log_format == "json":
+    # Connected only for JSON: any receiver stops Celery's own logging set-up, which text keeps.
+    signals.setup_logging.connect(_setup_json_logging, weak=False)
 
 # Registers the tasks (shared tasks attach to every app); imported last to avoid a cycle.
 from gridwatch.workers import tasks as _tasks  # noqa: E402, F401

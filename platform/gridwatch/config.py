@@ -113,6 +113,17 @@ class Settings:
         townships are candidate stops too (joint defence).
     route_roads_file : pathlib.Path or None
         Patrol planning: GeoJSON / GeoPackage of road lines for travel on the network.
+    log_format : str
+        ``text`` (default) or ``json``: one JSON object per line with time, level, logger,
+        message, request_id, task_id and user (:mod:`gridwatch.logs`), for the web app and the
+        workers.
+    metrics_token : str
+        Bearer token that ``/metrics`` requires (``Authorization: Bearer …``). Empty (default):
+        ``/metrics`` answers only requests from the loopback address.
+    metrics_multiproc_dir : pathlib.Path or None
+        ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client itself): a directory shared by
+        the gunicorn workers and Celery workers of one machine, so ``/metrics`` adds up every
+        process's counts. It must exist and be emptied before the processes start.
     """
 
     database_url: str
@@ -145,6 +156,9 @@ class Settings:
     )
     route_border_metres: float = 500.0
     route_roads_file: Path | None = None
+    log_format: str = "text"
+    metrics_token: str = ""
+    metrics_multiproc_dir: Path | None = None
     secret_key_generated: bool = False
 
     @property
@@ -363,6 +377,37 @@ def _read_named_numbers(
     return values
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _read_log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"GRIDWATCH_LOG_FORMAT must be text or json, not {raw!r}")
+    return value
+
+
+def _read_metrics_token(raw: str | None) -> str:
+    value = (raw or "").strip()
+    if value and (len(value) < 16 or any(c.isspace() for c in value)):
+        raise ConfigError(
+            "GRIDWATCH_METRICS_TOKEN must be at least 16 characters without spaces "
+            "(or empty: /metrics then answers only the loopback address)"
+        )
+    return value
+
+
+def _read_multiproc_dir(raw: str | None) -> Path | None:
+    if not raw or not raw.strip():
+        return None
+    path = Path(raw.strip())
+    if not path.is_dir():
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR names a directory that does not exist: {raw!r}"
+        )
+    return path
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every ``GRIDWATCH_*`` setting.
 
@@ -456,6 +501,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         route_roads_file=_read_optional_file(
             "GRIDWATCH_ROUTE_ROADS_FILE", env.get("GRIDWATCH_ROUTE_ROADS_FILE")
         ),
+        log_format=_read_log_format(env.get("GRIDWATCH_LOG_FORMAT")),
+        metrics_token=_read_metrics_token(env.get("GRIDWATCH_METRICS_TOKEN")),
+        metrics_multiproc_dir=_read_multiproc_dir(env.get("PROMETHEUS_MULTIPROC_DIR")),
         secret_key_generated=generated,
     )
 

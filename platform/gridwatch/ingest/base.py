@@ -35,6 +35,7 @@ from gridwatch.ingest.mapping import ColumnMapping, load_mapping
 from gridwatch.ingest.parsing import is_blank, parse_datetime, parse_float, text
 from gridwatch.ingest.readers import GEOMETRY_KEY, ROW_ERROR_KEY, Source, open_source
 from gridwatch.ingest.spatial import GridIndex
+from gridwatch.spreadsheet import safe_row
 from gridwatch.storage.db import session_scope, upgrade_database
 from gridwatch.storage.models import ImportBatch, RejectedRow, utcnow
 
@@ -426,12 +427,15 @@ def write_report(path: Path, file_name: str, rejections: list[Rejection]) -> Non
                 raw_columns.append(key)
     with open(path, "w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "row", "column", "reason", *raw_columns])
+        # Raw cells and the file's own headers come from the user: no formula may survive.
+        writer.writerow(safe_row(["file", "row", "column", "reason", *raw_columns]))
         for rejection in sorted(rejections, key=lambda r: r.row):
             raw = raw_for_storage(rejection.raw)
             writer.writerow(
-                [file_name, rejection.row, rejection.column, rejection.reason]
-                + ["" if raw.get(c) is None else raw.get(c) for c in raw_columns]
+                safe_row(
+                    [file_name, rejection.row, rejection.column, rejection.reason]
+                    + ["" if raw.get(c) is None else raw.get(c) for c in raw_columns]
+                )
             )
 
 

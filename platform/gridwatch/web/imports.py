@@ -6,6 +6,7 @@ batches they uploaded themselves (matched through the audit log, see :mod:`gridw
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
@@ -15,6 +16,7 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
 from gridwatch.ingest import IMPORTERS, ImportSummary
+from gridwatch.spreadsheet import safe_csv_bytes
 from gridwatch.uploads import (
     IMPORT_ROLES,
     import_upload,
@@ -123,8 +125,9 @@ def rejected_csv(batch_id: int) -> Response:
     path = report_path(state().engine, state().settings, batch_id)
     if path is None:
         abort(404)
+    # Re-escaped on the way out: reports written by older versions kept formulas as they were.
     return send_file(
-        path,
+        io.BytesIO(safe_csv_bytes(path)),
         mimetype="text/csv",
         as_attachment=True,
         download_name=f"batch-{batch_id:06d}-rejected.csv",

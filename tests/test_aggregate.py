@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select, update
@@ -20,6 +21,7 @@ from gridwatch.workers.engine import (
     create_run,
     mark_dirty,
     plan_units,
+    read_layer,
     read_metrics,
     run_eager,
     start_run,
@@ -596,7 +598,12 @@ def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(loaded_count
         for k in keys
     }
     assert after[("county", "2026")][0]["incidents_total"] == 3 + 5 - (yesterday.year != 2026) * 2
+    density = read_layer(engine, "density")
     full = run_eager(engine, settings, RunRequest(full=True))
+    fresh_density = read_layer(engine, "density")
+    assert len(density) and len(density) == len(fresh_density)
+    for a, b in zip(density["density"], fresh_density["density"], strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
     for key, rows in after.items():
         fresh = [{n: v for n, v in r.items() if n not in drop} for r in read_metrics(engine, *key)]
         assert rows == fresh, key

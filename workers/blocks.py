@@ -308,3 +308,15 @@ def copy_named_part(
         literal(target_run, Integer), PARTS.c.unit, PARTS.c.name, PARTS.c.payload
     ).where(PARTS.c.run_id == source_run, PARTS.c.unit == unit, PARTS.c.name == name)
     session.execute(insert(PARTS).from_select(["run_id", "unit", "name", "payload"], source))
+
+
+def part_names(session: Session, run_id: int, units: Sequence[str]) -> dict[str, set[str]]:
+    """Return the names of the parts each of ``units`` has in a run (without reading them)."""
+    out: dict[str, set[str]] = {}
+    for start in range(0, len(units), 400):
+        stmt = select(RunPart.unit, RunPart.name).where(
+            RunPart.run_id == run_id, RunPart.unit.in_(list(units[start : start + 400]))
+        )
+        for unit, name in session.execute(stmt):
+            out.setdefault(unit, set()).add(name)
+    return out

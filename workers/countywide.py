@@ -425,10 +425,26 @@ def local_today(tz: ZoneInfo) -> date:
 DENSITY_DAYS = 90
 
 
-def density_part(
-    session: Session, grids: GridGeometry, tz: ZoneInfo, today: date, days: int = DENSITY_DAYS
-) -> pd.DataFrame | None:
-    """Kernel density of the last ``days`` days of reported incidents, for the heat maps.
+def density_since(tz: ZoneInfo, today: date, days: int = DENSITY_DAYS) -> datetime:
+    """Return the instant the density surface's window of ``days`` days starts."""
+    return datetime.combine(today - timedelta(days=days), datetime.min.time(), tzinfo=tz)
+
+
+def density_points(session: Session, since: datetime) -> pd.DataFrame:
+    """Read the reported incidents behind the density surface: ``area_id, lon, lat``."""
+    return read_frame(
+        session,
+        select(Incident.grid_id, Incident.lon, Incident.lat).where(
+            Incident.occurred_at >= since,
+            Incident.source != "patrol",
+            Incident.grid_id.is_not(None),
+        ),
+        ["area_id", "lon", "lat"],
+    )
+
+
+def density_part(grids: GridGeometry, points: pd.DataFrame) -> pd.DataFrame | None:
+    """Kernel density of reported incidents (:func:`density_points`), for the heat maps.
 
     Returns
     -------
@@ -441,16 +457,6 @@ def density_part(
 
     if grids.frame.empty:
         return None
-    start = datetime.combine(today - timedelta(days=days), datetime.min.time(), tzinfo=tz)
-    points = read_frame(
-        session,
-        select(Incident.lon, Incident.lat).where(
-            Incident.occurred_at >= start,
-            Incident.source != "patrol",
-            Incident.grid_id.is_not(None),
-        ),
-        ["lon", "lat"],
-    )
     lon = points["lon"].to_numpy(dtype=float)
     lat = points["lat"].to_numpy(dtype=float)
     west, south, east, north = grids.extent

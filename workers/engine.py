@@ -479,18 +479,27 @@ def _recount_units(
     int
         Incident rows read.
     """
+    from gridwatch.workers import countywide
+
     assert run.based_on_run_id is not None
     base_id = run.based_on_run_id
     dirty = {int(g) for g in run.area_ids}
     recount_of = {u.label: sorted(dirty.intersection(u.grid_ids)) for u in units}
     wanted = sorted({g for grids in recount_of.values() for g in grids})
-    base = blocks.read_named_parts(
-        session, base_id, [u.label for u in units], BASE_PART_NAMES, {"counts": wanted}
+    labels = [u.label for u in units]
+    base_run = session.get(AggregationRun, base_id)
+    # Coverage is measured again only if cameras or grids changed since the base run (such
+    # an import asks for a full run, but it may have been deferred while a run was busy).
+    cameras_moved = base_run is None or _imported_since(
+        session, ("cameras", "grids"), base_run.created_at - timedelta(seconds=1)
     )
+    names = [n for n in BASE_PART_NAMES if cameras_moved or n != "coverage"]
+    base = blocks.read_named_parts(session, base_id, labels, names, {"counts": wanted})
+    present = blocks.part_names(session, base_id, labels)
     read = 0
     patched = []
     for unit in units:
-        if {"counts", "coverage"} <= set(base.get(unit.label, {})):
+        if {"counts", "coverage"} <= present.get(unit.label, set()):
             patched.append(unit)
             continue
         incidents = _load_incidents(session, unit.grid_ids, run, settings.timezone)
@@ -502,6 +511,8 @@ def _recount_units(
     outside, coverage = _unit_coverage(session, run.id, grids, incidents)
     incidents["outside_view"] = outside
     recount = _count_frame(incidents, settings, run)
+    since = countywide.density_since(settings.timezone, countywide.local_today(settings.timezone))
+    recount_points = _recount_points(incidents, since)
     olds = []
     for unit in patched:
         parts = base[unit.label]
@@ -518,13 +529,22 @@ def _recount_units(
         mine = np.asarray(recount_of[unit.label], dtype=np.int64)
         rows = recount.iloc[np.flatnonzero(np.isin(recount_area, mine))].reset_index(drop=True)
         parts = _delta_parts(session, run, unit, mine, rows, base[unit.label])
-        kept = base[unit.label]["coverage"]
-        parts["coverage"] = pd.concat(
-            [kept[~kept["area_id"].isin(mine)], coverage[np.isin(coverage_area, mine)]],
-            ignore_index=True,
-        )
+        if cameras_moved:
+            kept = base[unit.label]["coverage"]
+            parts["coverage"] = pd.concat(
+                [kept[~kept["area_id"].isin(mine)], coverage[np.isin(coverage_area, mine)]],
+                ignore_index=True,
+            )
+        else:
+            blocks.copy_named_part(session, base_id, run.id, unit.label, "coverage")
+        points = recount_points[np.isin(recount_points["area_id"].to_numpy(), mine)]
         parts.update(
-            {"changed": changed, "recount": rows, "recounted": pd.DataFrame({"area_id": mine})}
+            {
+                "changed": changed,
+                "recount": rows,
+                "recounted": pd.DataFrame({"area_id": mine}),
+                "recount_points": points.reset_index(drop=True),
+            }
         )
         blocks.write_parts(session, run.id, unit.label, parts)
     _mark_done(session, run, [u.label for u in units] if planned else [], read)
@@ -619,12 +639,18 @@ def _run_coverage(
         raise RunError(f"no run {run_id}")
     key = _run_key(session, run)
     cached = _COVERAGE_CACHE.get(key)
-    if cached is not None:
+    if cached is not None and (
+        grid_ids is None or not set(grid_ids) - set(cached.table.index.tolist())
+    ):
         return cached
     local = run.scope == "incremental" and grid_ids is not None
     if local:
-        # every changed grid of the run at once: its townships' tasks share the result
-        grid_ids = sorted({int(g) for g in run.area_ids} | {int(g) for g in grid_ids or ()})
+        # every changed grid of the run at once: its townships' tasks share the result (and a
+        # township new since the base run, counted in full, adds its grids)
+        known = cached.table.index.tolist() if cached is not None else []
+        grid_ids = sorted(
+            {int(g) for g in run.area_ids} | {int(g) for g in grid_ids or ()} | set(known)
+        )
     else:
         parents = select(Area.parent_id).where(Area.parent_id.is_not(None))
         grid_ids = sorted(session.scalars(select(Area.id).where(Area.id.not_in(parents))))
@@ -845,18 +871,20 @@ def _changed_periods(
     return changed
 
 
-def _patrol_changed_since(session: Session, moment: datetime) -> bool:
-    """Return whether patrol data (pings, tracks or teams) was imported after ``moment``."""
+def _imported_since(session: Session, kinds: Sequence[str], moment: datetime) -> bool:
+    """Return whether a file of one of ``kinds`` was imported after ``moment``."""
     return bool(
         session.scalar(
             select(func.count())
             .select_from(ImportBatch)
-            .where(
-                ImportBatch.kind.in_(("patrols", "teams")),
-                ImportBatch.finished_at >= moment,
-            )
+            .where(ImportBatch.kind.in_(list(kinds)), ImportBatch.finished_at >= moment)
         )
     )
+
+
+def _patrol_changed_since(session: Session, moment: datetime) -> bool:
+    """Return whether patrol data (pings, tracks or teams) was imported after ``moment``."""
+    return _imported_since(session, ("patrols", "teams"), moment)
 
 
 #: Grid block columns that are not incident counts.
@@ -1052,6 +1080,50 @@ def _base_coverage(session: Session, base_run: AggregationRun) -> pd.DataFrame:
     return block[list(COVERAGE_ADDITIVE)].rename_axis("area_id").reset_index()
 
 
+def _typed_points(points: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "area_id": points["area_id"].to_numpy(dtype=np.int64),
+            "lon": points["lon"].to_numpy(dtype=float),
+            "lat": points["lat"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _recount_points(incidents: pd.DataFrame, since: datetime) -> pd.DataFrame:
+    """Return the recounted grids' incidents inside the density window (as density points)."""
+    inside = (incidents["occurred_s"].to_numpy(dtype=np.int64) >= int(since.timestamp())) & ~(
+        incidents["is_patrol"].to_numpy(dtype=bool)
+    )
+    frame = incidents.loc[inside, ["grid_id", "lon", "lat"]].rename(columns={"grid_id": "area_id"})
+    return _typed_points(frame).assign(since=int(since.timestamp()))
+
+
+def _patched_points(
+    session: Session, run: AggregationRun, own_units: list[str], today: date, tz: ZoneInfo
+) -> pd.DataFrame | None:
+    """Return the density surface's points: the base run's, recounted grids' replaced.
+
+    ``None`` (read them all) when the base run kept none or a township counted another window.
+    """
+    from gridwatch.workers.countywide import density_since
+
+    assert run.based_on_run_id is not None
+    since = int(density_since(tz, today).timestamp())
+    stored = blocks.read_unit_parts(
+        session, run.based_on_run_id, "density_points", [blocks.COUNTY_UNIT]
+    )
+    recount = blocks.read_parts(session, run.id, "recount_points", own_units)
+    if blocks.COUNTY_UNIT not in stored or "since" not in recount:
+        return None
+    if len(recount) and not (recount["since"] == since).all():
+        return None
+    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
+    base = stored[blocks.COUNTY_UNIT]
+    kept = base[~base["area_id"].isin(recounted["area_id"])]
+    return pd.concat([kept, recount.drop(columns="since")], ignore_index=True)
+
+
 def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
     """Add the county-wide steps, roll up and publish a run; return its summary.
 
@@ -1189,9 +1261,17 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             )
             written.add((level, CURRENT))
         clock.lap("finalize: current state blocks")
-        kde = countywide.density_part(session, grids, tz, today)
+        points = None if patched is None else _patched_points(session, run, own_units, today, tz)
+        if points is None:
+            points = countywide.density_points(session, countywide.density_since(tz, today))
+        kde = countywide.density_part(grids, points)
         if kde is not None:
-            blocks.write_parts(session, run_id, blocks.COUNTY_UNIT, {"density": kde})
+            blocks.write_parts(
+                session,
+                run_id,
+                blocks.COUNTY_UNIT,
+                {"density": kde, "density_points": _typed_points(points)},
+            )
         clock.lap("finalize: density surface")
         if base is not None:
             blocks.copy_blocks(session, base, run_id, skip=written)

@@ -1410,6 +1410,19 @@ def prune_old_runs(engine: Engine, keep: int = KEEP_PUBLISHED_RUNS) -> None:
             session.execute(delete(RunPart).where(RunPart.run_id.in_(chunk)))
 
 
+def preload() -> None:
+    """Import what runs use but the engine defers (SciPy, hot spots, forecasts, coverage).
+
+    The engine keeps these imports inside functions so that the CLI and the web app start
+    fast; a worker process calls this once at start so that its first run (often a small
+    incremental refresh) does not pay for them.
+    """
+    import scipy.sparse  # noqa: F401
+
+    from gridwatch.workers import countywide  # noqa: F401
+    from gridwatch.workers.aggregate import coverage, forecast, hotspots, patrol  # noqa: F401
+
+
 def run_summary(run: AggregationRun) -> dict[str, Any]:
     """Return the JSON-able summary of a run."""
     return {

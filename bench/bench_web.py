@@ -1,0 +1,625 @@
+"""Web benchmark: weight and draw time of the heat-map page, and API latency under load.
+
+On the synthetic city of ``bench/city.py`` (5,000 grids, 1,000,000 incidents; the cached
+database ``bench_aggregate.py`` uses, aggregated once more here and kept as
+``var/bench/web-<city>.db``) this prints, in one run:
+
+1. **The heat-map page** for an admin (who sees the whole county, so the heat layer is the
+   run's density raster): the map document's size and render time on a cache miss and a hit,
+   the page weight in the browser (``/map`` + its map frame + every script, stylesheet and
+   image, as Chromium received them) and the draw time in headless Chromium at 1920×1080 —
+   from the start of the navigation until Leaflet has painted the layer (two animation
+   frames after the first painted pixel), median of ``--repeats`` loads. The same for the map
+   with every layer switched on.
+   **Baseline**, measured in the same run: Folium's plain ``HeatMap`` of every incident point
+   (the naive page; the issue measured 40 MB and 1.8 s), with the same vendored assets.
+2. **API latency** at ``--connections`` concurrent connections on loopback (closed loop: each
+   sends its next request when the answer is in; gunicorn's sync workers close the connection
+   after each answer, so every request pays a connect) against
+   ``gunicorn -w --workers`` (the README's production command): p50 / p90 / p99 of
+   ``/api/v1/metrics`` (township level, a quarter) and ``/api/v1/geo/metrics`` (the map's
+   cached GeoJSON) with a bearer token, after every worker has answered them once, and the
+   p50 of one connection alone (what a request costs when nobody queues before it). Baseline:
+   a static file of the same server (no authentication, no database), the floor of gunicorn,
+   Flask and this client.
+
+Targets (issue 4): heat-map page < 1.5 MB and drawn in < 1 s; API p99 < 100 ms for cached
+metrics.
+
+Usage::
+
+    .venv/bin/python bench/bench_web.py                       # full city (~2 min the first time)
+    .venv/bin/python bench/bench_web.py --grids 500 --incidents 100000 --cameras 1500 \\
+        --patrol-hours 5000                                   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from city import city_database, city_marker  # noqa: E402
+
+TARGETS = {"page_mb": 1.5, "draw_s": 1.0, "api_p99_ms": 100.0}
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SECRET_KEY = "bench-web-secret-key-0123456789"
+USER, PASSWORD = "bench", "bench password 42"
+
+#: True once Leaflet painted something: a vector path, a canvas with a visible pixel, or a
+#: loaded image overlay (the density raster).
+PAINTED_JS = """
+() => {
+  const pane = document.querySelector(".leaflet-map-pane .leaflet-overlay-pane");
+  if (!pane) return false;
+  if (pane.querySelector("path")) return true;
+  for (const img of pane.querySelectorAll("img.leaflet-image-layer")) {
+    if (img.complete && img.naturalWidth > 0) return true;
+  }
+  for (const canvas of pane.querySelectorAll("canvas")) {
+    if (!canvas.width || !canvas.height) continue;
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
+  }
+  return false;
+}
+"""
+#: Milliseconds since this document's navigation started, two animation frames from now.
+AFTER_PAINT_JS = """
+() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(
+  () => resolve(performance.now()))))
+"""
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- the aggregated city --------------------------------------------------------------------------
+
+
+def aggregated_city(city: Path) -> Path:
+    """Return a copy of ``city`` with a published full run, building it when needed."""
+    from gridwatch.config import load_settings
+    from gridwatch.storage import create_db_engine, upgrade_database
+    from gridwatch.workers.engine import RunRequest, run_eager
+
+    target = city.with_name("web-" + city.name)
+    marker = target.with_name(target.name + ".json")
+    built_at = city_marker(city)["built_at"]
+    if target.exists() and marker.exists():
+        if json.loads(marker.read_text("utf-8")).get("city_built_at") == built_at:
+            return target
+    building = target.with_name(target.name + ".building")
+    building.unlink(missing_ok=True)
+    shutil.copyfile(city, building)
+    with tempfile.TemporaryDirectory(prefix="gw-bench-web-") as scratch:
+        url = f"sqlite:///{building}"
+        settings = load_settings(
+            {
+                "GRIDWATCH_DATABASE_URL": url,
+                "GRIDWATCH_VAR_DIR": scratch,
+                "GRIDWATCH_SECRET_KEY": SECRET_KEY,
+                "GRIDWATCH_TIMEZONE": "Asia/Shanghai",
+            }
+        )
+        engine = create_db_engine(url)
+        try:
+            upgrade_database(engine)
+            start = time.perf_counter()
+            run_eager(engine, settings, RunRequest(trigger="bench", full=True))
+            seconds = time.perf_counter() - start
+        finally:
+            engine.dispose()
+    os.replace(building, target)
+    marker.write_text(
+        json.dumps({"city_built_at": built_at, "aggregate_seconds": round(seconds, 1)}) + "\n",
+        "utf-8",
+    )
+    log(f"  aggregated the city once (full run, {seconds:.1f} s) → {target}")
+    return target
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+class Gunicorn:
+    """``gunicorn -w N 'gridwatch.web:create_app()'`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], workers: int, log_file: Path) -> None:
+        self.port = free_port()
+        self.log_file = log_file
+        self.log = log_file.open("ab")
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.process = subprocess.Popen(
+            [
+                str(gunicorn),
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+                "gridwatch.web:create_app()",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,  # the access log: kept apart from the figures
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited at start-up, see {log_file}") from None
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not answer within 60 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def tail(self, lines: int = 30) -> str:
+        """Return the end of the server's log (its errors)."""
+        return "\n".join(self.log_file.read_text("utf-8", "replace").splitlines()[-lines:])
+
+
+# -- 1. the heat-map page -------------------------------------------------------------------------
+
+
+def naive_heatmap_html(database: Path) -> tuple[str, int]:
+    """Return Folium's plain ``HeatMap`` of every incident (the baseline page) and its points."""
+    import folium
+    import numpy as np
+    from folium.plugins import HeatMap
+
+    from gridwatch.maps.builder import map_html
+    from gridwatch.storage.models import Incident
+
+    # Plain sqlite3: a million ORM rows would take longer than the page itself.
+    with closing(sqlite3.connect(database)) as connection:
+        rows = connection.execute(f"SELECT lat, lon FROM {Incident.__tablename__}").fetchall()
+    points = np.array(rows, dtype=float)
+    centre = points.mean(axis=0).tolist()
+    fmap = folium.Map(location=centre, zoom_start=11, tiles=None)
+    heat = HeatMap([centre], radius=8)
+    # Folium checks every point in Python (about a minute for a million): set them directly.
+    heat.data = points.round(5).tolist()
+    heat.add_to(fmap)
+    return map_html(fmap), len(points)
+
+
+def _sign_in(context: Any, base_url: str) -> None:
+    # Land on a cheap page: the overview is timed on its own.
+    page = context.new_page()
+    page.goto(base_url + "/auth/login?next=/api/v1/runs%3Flimit%3D1")
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.click(".login-card button[type=submit]")
+    if urlsplit(page.url).path != "/api/v1/runs":
+        raise RuntimeError(f"signing in failed: {page.url}")
+    page.close()
+
+
+def _fetch_twice(context: Any, url: str, strict: bool = True) -> tuple[float, float, bytes]:
+    """GET ``url`` twice (a cache miss, then a hit); return both times and the body.
+
+    A failed answer raises, or with ``strict=False`` gives an empty body.
+    """
+    timings = []
+    body = b""
+    for _ in range(2):
+        start = time.perf_counter()
+        response = context.request.get(url, timeout=300_000)
+        body = response.body() if response.ok else b""
+        timings.append(time.perf_counter() - start)
+        if not response.ok:
+            if strict:
+                raise RuntimeError(f"{url}: HTTP {response.status}")
+            log(f"  {url}: HTTP {response.status}")
+    return timings[0], timings[1], body
+
+
+def _draw(
+    browser: Any, context_state: Any, url: str, frame_selector: str | None
+) -> dict[str, Any]:
+    """Open ``url`` in a fresh context; return bytes received and the draw time."""
+    context = browser.new_context(
+        storage_state=context_state, viewport={"width": 1920, "height": 1080}
+    )
+    try:
+        page = context.new_page()
+        finished: list[Any] = []
+        failed: list[Any] = []
+        page.on("requestfinished", lambda request: finished.append(request))
+        page.on("requestfailed", lambda request: failed.append(request))
+        start = time.perf_counter()
+        page.goto(url, wait_until="commit", timeout=120_000)
+        if frame_selector is None:
+            frame = page.main_frame
+        else:
+            handle = page.wait_for_selector(frame_selector, timeout=120_000)
+            frame = handle.content_frame()
+        frame.wait_for_function(PAINTED_JS, timeout=120_000, polling="raf")
+        in_frame_ms = frame.evaluate(AFTER_PAINT_JS)
+        wall = time.perf_counter() - start
+        page.wait_for_load_state("load")
+        local = ("http://127.0.0.1", "data:")
+        outside = [r.url for r in finished + failed if not r.url.startswith(local)]
+        return {
+            "bytes": sum(r.sizes()["responseBodySize"] for r in finished),
+            "requests": len(finished),
+            "outside": outside,
+            "draw_s": wall,
+            "frame_draw_s": in_frame_ms / 1000,
+        }
+    finally:
+        context.close()
+
+
+def page_section(server: Gunicorn, database: Path, period: str, repeats: int) -> dict[str, Any]:
+    """Measure the heat-map page (and the all-layers map) against the naive Folium heat map."""
+    from playwright.sync_api import sync_playwright
+
+    from gridwatch.maps.builder import LAYERS
+
+    variants = {
+        "heat map (heat layer)": {"layers": "heat", "period": period},
+        "map, every layer on": {"layers": ",".join(LAYERS), "period": period},
+    }
+    results: dict[str, Any] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            _sign_in(context, server.base_url)
+            state = context.storage_state()
+            log("\n1. Heat-map page, 1920×1080, headless Chromium (one gunicorn worker)")
+            miss, hit, body = _fetch_twice(context, server.base_url + "/", strict=False)
+            results["overview"] = {"miss_s": miss, "hit_s": hit, "document_bytes": len(body)}
+            log(
+                f"  {'overview page (admin)':<26} document {len(body) / 1e6:6.2f} MB "
+                f"(server {miss:.2f} s first, {hit:.2f} s second)"
+            )
+            for name, query in variants.items():
+                frame_url = f"{server.base_url}/map/frame?{urlencode(query)}"
+                miss, hit, body = _fetch_twice(context, frame_url)
+                draws = [
+                    _draw(
+                        browser,
+                        state,
+                        f"{server.base_url}/map?{urlencode(query)}",
+                        "iframe.map-frame",
+                    )
+                    for _ in range(repeats)
+                ]
+                draw = statistics.median(d["draw_s"] for d in draws)
+                outside = sorted({u for d in draws for u in d["outside"]})
+                results[name] = {
+                    "document_bytes": len(body),
+                    "miss_s": miss,
+                    "hit_s": hit,
+                    "page_bytes": draws[0]["bytes"],
+                    "requests": draws[0]["requests"],
+                    "draw_s": draw,
+                    "frame_draw_s": statistics.median(d["frame_draw_s"] for d in draws),
+                    "outside": outside,
+                }
+                r = results[name]
+                log(
+                    f"  {name:<26} document {r['document_bytes'] / 1e6:6.2f} MB "
+                    f"(render {r['miss_s']:.2f} s miss, {r['hit_s'] * 1000:.0f} ms hit); "
+                    f"page {r['page_bytes'] / 1e6:.2f} MB in {r['requests']} requests; "
+                    f"drawn in {r['draw_s']:.2f} s (frame {r['frame_draw_s']:.2f} s), "
+                    f"median of {repeats}; outside requests: {len(outside)}"
+                )
+            start = time.perf_counter()
+            naive, points = naive_heatmap_html(database)
+            built = time.perf_counter() - start
+            naive_url = f"{server.base_url}/__naive_heatmap__.html"
+            context.close()
+
+            def serve_naive(route: Any) -> None:
+                route.fulfill(status=200, content_type="text/html", body=naive)
+
+            draws = [_draw_naive(browser, naive_url, serve_naive) for _ in range(repeats)]
+            results["naive"] = {
+                "document_bytes": len(naive.encode()),
+                "points": points,
+                "build_s": built,
+                "draw_s": statistics.median(d["draw_s"] for d in draws),
+            }
+            r = results["naive"]
+            log(
+                f"  {'baseline: Folium HeatMap':<26} document {r['document_bytes'] / 1e6:6.2f} MB "
+                f"({points:,} points, built in {built:.1f} s); "
+                f"drawn in {r['draw_s']:.2f} s, median of {repeats}"
+            )
+        finally:
+            browser.close()
+    return results
+
+
+def _draw_naive(browser: Any, url: str, handler: Any) -> dict[str, Any]:
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    try:
+        context.route(url, handler)
+        page = context.new_page()
+        start = time.perf_counter()
+        page.goto(url, wait_until="commit", timeout=120_000)
+        page.wait_for_function(PAINTED_JS, timeout=120_000, polling="raf")
+        page.evaluate(AFTER_PAINT_JS)
+        return {"draw_s": time.perf_counter() - start}
+    finally:
+        context.close()
+
+
+# -- 2. API latency -------------------------------------------------------------------------------
+
+
+async def _connection(
+    port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[str]
+) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at:
+        start = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert reader is not None
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            close = False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors.append(type(exc).__name__)
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            continue
+        latencies.append(time.perf_counter() - start)
+        if status != 200:
+            errors.append(f"HTTP {status}")
+        if close:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def _load(port: int, request: bytes, connections: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, request, stop_at, latencies, errors) for _ in range(connections))
+    )
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / elapsed,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": ordered[-1] * 1000,
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+    }
+
+
+def api_section(
+    server: Gunicorn, token: str, period: str, connections: int, seconds: float, workers: int
+) -> dict[str, Any]:
+    """Measure API latency at ``connections`` concurrent connections."""
+    endpoints = {
+        "baseline: static file": ("/static/img/favicon.svg", False),
+        "/api/v1/metrics (township)": (f"/api/v1/metrics?level=township&period={period}", True),
+        "/api/v1/geo/metrics (township)": (
+            f"/api/v1/geo/metrics?level=township&period={period}",
+            True,
+        ),
+    }
+    log(
+        f"\n2. API latency, {connections} concurrent connections (closed loop), "
+        f"gunicorn -w {workers}, {seconds:.0f} s each"
+    )
+    results: dict[str, Any] = {}
+    for name, (path, auth) in endpoints.items():
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+        if auth:
+            lines.append(f"Authorization: Bearer {token}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        # Every worker answers once before the clock starts (their caches are per process).
+        asyncio.run(_load(server.port, request, workers * 2, 1.0))
+        # One connection first: the time a request costs when nobody queues before it.
+        single = asyncio.run(_load(server.port, request, 1, min(seconds, 2.0)))
+        result = asyncio.run(_load(server.port, request, connections, seconds))
+        result["single_p50_ms"] = single["p50_ms"]
+        results[name] = result
+        log(
+            f"  {name:<32} p50 {result['p50_ms']:7.1f} ms  p90 {result['p90_ms']:7.1f} ms  "
+            f"p99 {result['p99_ms']:7.1f} ms  max {result['max_ms']:7.1f} ms  "
+            f"{result['rps']:6.0f} req/s  ({result['requests']:,} requests, "
+            f"{result['errors']} errors {result['error_kinds'] or ''}); "
+            f"one connection alone: p50 {single['p50_ms']:.1f} ms"
+        )
+    return results
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def last_quarter(database: Path) -> str:
+    """Return the label of the last complete quarter before the city's "today"."""
+    from datetime import date
+
+    today = date.fromisoformat(city_marker(database)["today"])
+    quarter = (today.month - 1) // 3  # the current quarter, 0-based
+    year, previous = (today.year, quarter) if quarter else (today.year - 1, 4)
+    return f"{year}Q{previous}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grids", type=int, default=5000)
+    parser.add_argument("--incidents", type=int, default=1_000_000)
+    parser.add_argument("--cameras", type=int, default=15_000)
+    parser.add_argument("--patrol-hours", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument("--repeats", type=int, default=3, help="browser loads per page")
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0, help="load per endpoint")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for the API")
+    parser.add_argument("--no-browser", action="store_true", help="skip the page section")
+    parser.add_argument("--no-api", action="store_true", help="skip the API section")
+    args = parser.parse_args(argv)
+
+    from gridwatch.accounts import create_user, issue_token
+    from gridwatch.storage import create_db_engine
+
+    log(
+        f"GridWatch web benchmark — {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)"
+    )
+    sizes = {
+        "grids": args.grids,
+        "incidents": args.incidents,
+        "cameras": args.cameras,
+        "patrol_hours": args.patrol_hours,
+    }
+    args.cache.mkdir(parents=True, exist_ok=True)
+    name = "city-" + "-".join(f"{v}" for v in sizes.values()) + f"-s{args.seed}.db"
+    city = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
+    aggregated = aggregated_city(city)
+    period = last_quarter(city)
+    log(
+        f"city: {args.grids:,} grids, {args.incidents:,} incidents, {args.cameras:,} cameras "
+        f"({aggregated.name}); figures of {period}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="gw-bench-web-") as scratch:
+        tmp = Path(scratch)
+        database = tmp / "web.db"
+        shutil.copyfile(aggregated, database)
+        engine = create_db_engine(f"sqlite:///{database}")
+        try:
+            create_user(engine, USER, "admin", PASSWORD)
+            token = issue_token(engine, USER, "bench")
+        finally:
+            engine.dispose()
+        env = dict(os.environ)
+        env.update(
+            {
+                "GRIDWATCH_DATABASE_URL": f"sqlite:///{database}",
+                "GRIDWATCH_VAR_DIR": str(tmp / "var"),
+                "GRIDWATCH_SECRET_KEY": SECRET_KEY,  # shared by the workers: one session
+                "GRIDWATCH_SECURE_COOKIES": "false",
+                "GRIDWATCH_REDIS_URL": "",
+                "GRIDWATCH_TIMEZONE": "Asia/Shanghai",
+            }
+        )
+        pages: dict[str, Any] = {}
+        api: dict[str, Any] = {}
+        if not args.no_browser:
+            server = Gunicorn(env, workers=1, log_file=tmp / "gunicorn-pages.log")
+            try:
+                pages = page_section(server, database, period, args.repeats)
+            except Exception:
+                server.stop()
+                log(server.tail())
+                raise
+            server.stop()
+        if not args.no_api:
+            server = Gunicorn(env, workers=args.workers, log_file=tmp / "gunicorn-api.log")
+            try:
+                api = api_section(
+                    server, token, period, args.connections, args.seconds, args.workers
+                )
+            except Exception:
+                server.stop()
+                log(server.tail())
+                raise
+            server.stop()
+
+    log(f"\nSummary against the targets (load average now {os.getloadavg()[0]:.1f})")
+    checks: list[tuple[str, float, float]] = []
+    if pages:
+        heat = pages["heat map (heat layer)"]
+        checks += [
+            ("heat-map page weight, MB", heat["page_bytes"] / 1e6, TARGETS["page_mb"]),
+            ("heat-map page drawn, s", heat["draw_s"], TARGETS["draw_s"]),
+        ]
+        if heat["outside"]:
+            log(f"  requests left 127.0.0.1: {heat['outside']}")
+    if api:
+        for name, result in api.items():
+            if name.startswith("/api/v1/"):
+                checks.append((f"{name} p99, ms", result["p99_ms"], TARGETS["api_p99_ms"]))
+    for label, value, target in checks:
+        verdict = "ok" if value <= target else "MISSED"
+        log(f"  {label:<44} {value:9.2f}   target ≤ {target:g}   {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

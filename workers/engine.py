@@ -441,23 +441,29 @@ def _store_unit(
 
 
 def _mark_done(session: Session, run: AggregationRun, labels: list[str], rows_read: int) -> None:
-    """Record that planned units are computed, and the incidents they read."""
+    """Record that planned units are computed, and the incidents they read.
+
+    Only units not yet marked done are counted, by an increment: a redelivered task adds
+    nothing, and two townships finishing at the same moment in two workers both count (a
+    count of the done units, taken in each task's own transaction, could see just its own).
+    """
+    newly = 0
     if labels:
-        session.execute(
+        result = session.execute(
             update(RunUnit)
-            .where(RunUnit.run_id == run.id, RunUnit.label.in_(labels))
+            .where(RunUnit.run_id == run.id, RunUnit.label.in_(labels), RunUnit.done_at.is_(None))
             .values(done_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
         )
-    # Counted from the unit table, so a redelivered task is not counted twice.
-    done = session.scalar(
-        select(func.count())
-        .select_from(RunUnit)
-        .where(RunUnit.run_id == run.id, RunUnit.done_at.is_not(None))
-    )
+        newly = int(getattr(result, "rowcount", 0) or 0)
     session.execute(
         update(AggregationRun)
         .where(AggregationRun.id == run.id)
-        .values(townships_done=done, rows_read=AggregationRun.rows_read + rows_read)
+        .values(
+            townships_done=AggregationRun.townships_done + newly,
+            rows_read=AggregationRun.rows_read + rows_read,
+        )
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -57,10 +57,20 @@ def friendly_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
         try:
             return func(*args, **kwargs)
         except _known_errors() as exc:
             raise UserFacingError(str(exc)) from exc
+        except OperationalError as exc:
+            # The database went away mid-command (stopped, restarted, network): the open
+            # transaction was rolled back, so nothing of the unfinished work is stored.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"]
+            raise UserFacingError(
+                f"the database stopped answering ({reason[0]}); nothing of the unfinished "
+                "work was committed — run the command again when the database is back"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -521,6 +531,8 @@ def metrics_command(
     elif as_csv:
         import csv
 
+        from gridwatch.spreadsheet import safe_record
+
         flat = [
             {
                 **{k: v for k, v in r.items() if not isinstance(v, dict)},
@@ -534,7 +546,7 @@ def metrics_command(
             columns.extend(c for c in r if c not in columns)
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(flat)
+        writer.writerows(safe_record(r) for r in flat)
     else:
         if rows and rows[0]["run_id"] is None:
             click.echo("no published run yet — run `gridwatch aggregate` first", err=True)
@@ -660,7 +672,20 @@ def report_daily_command(ctx: click.Context, day: str | None, as_json: bool) -> 
             + ("" if change is None else f"  {change:+.1f} % on the day before")
         )
     click.echo(f"  rising hot spots ({built['hotspot_week']}): {len(built['rising_hotspots'])}")
+    click.echo(
+        f"  displacement warnings: {len(built['displacement'])}"
+        f" (next to {len(built['remediated'])} remediated hot spots)"
+    )
+    cameras = built["cameras"]
+    gone = cameras["gone_offline"]
+    since = "" if gone is None else f", {len(gone)} gone offline since {cameras['compared_with']}"
+    click.echo(f"  cameras not working: {cameras['not_working']}{since}")
     click.echo(f"  inactive teams: {len(built['inactive_teams'])}")
+    waiting = sum(a["not_notified_open"] or 0 for a in built["areas"] if a["level"] == "county")
+    click.echo(f"  solved, victim not told: {waiting}")
+    ladder = built["ladder"]
+    if ladder["quarter"]:
+        click.echo(f"  townships at risk ({ladder['quarter']}): {len(ladder['townships'])}")
 
 
 #: The administrator `gridwatch demo` creates (its password is new each time, and printed).
@@ -698,11 +723,11 @@ def _targeting_errors(func: F) -> F:
 
     def errors() -> tuple[type[Exception], ...]:
         from gridwatch.periods import PeriodError
-        from gridwatch.targeting.rules import RulesError
+        from gridwatch.targeting.rules import RulesError, TargetingError
         from gridwatch.taxonomy import TaxonomyError
         from gridwatch.workers.engine import RunError
 
-        return (PeriodError, RulesError, TaxonomyError, RunError)
+        return (PeriodError, RulesError, TargetingError, TaxonomyError, RunError)
 
     return _sentences_for(errors)(func)
 
@@ -828,7 +853,8 @@ def survey_ranking_command(
         raise UserFacingError("--replicates must be at least 1")
     result = survey_ranking(engine, settings, label, level, replicates, seed)
     if as_json:
-        emit_json(result)
+        # `gridwatch rankings --json` prints the list of areas (the issue's contract).
+        emit_json(result["rows"] if ctx.obj.get("rankings_list") else result)
         return
     score = result["score"]
     if not result["rows"]:
@@ -958,6 +984,313 @@ def survey_priorities_command(
         click.echo(f"{r['rank']:>4}. [{r['priority_index']:5.1f}] {r['explanation']}")
     if len(result["rows"]) > limit:
         click.echo(f"  … {len(result['rows']) - limit} more (use --json or --limit)")
+
+
+@survey.command("model")
+@click.option("--level", default="village", show_default=True, help="village or township.")
+@click.option("--replicates", default=200, show_default=True, help="Bootstrap replicates.")
+@click.option("--seed", default=20262, show_default=True, help="Random seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_model_command(
+    ctx: click.Context, level: str, replicates: int, seed: int, as_json: bool
+) -> None:
+    """Ridge model of security % on grid metrics, with cross-validated R² and intervals."""
+    from gridwatch.targeting.model import security_model_report
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    if replicates < 1:
+        raise UserFacingError("--replicates must be at least 1")
+    result = security_model_report(engine, settings, level, replicates, seed)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(
+        f"{level} security % on grid metrics: {result['n']} rows, {result['areas']} areas, "
+        f"quarters {', '.join(result['quarters']) or '-'}"
+    )
+    click.echo(f"  {result['verdict']}")
+    if result["coefficients"]:
+        click.echo(
+            f"  ridge alpha {result['alpha']:g}; points of security per SD (95 % bootstrap):"
+        )
+    for c in result["coefficients"]:
+        note = "" if c["holds"] else "  (interval includes 0)"
+        if c["holds"] and c["as_expected"] is False:
+            note = "  (opposite of the expected sign)"
+        click.echo(
+            f"  {c['feature']:34} {c['coef']:+7.2f}  [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+            f"{note}"
+        )
+
+
+@survey.command("early-warning")
+@click.option(
+    "--lead",
+    type=click.IntRange(0, 1),
+    default=1,
+    show_default=True,
+    help="1: from the last surveyed quarter's metrics; 0: from the new quarter's own.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def survey_early_warning_command(ctx: click.Context, lead: int, as_json: bool) -> None:
+    """Predicted security % per township before the survey, and who risks the bottom 5."""
+    from gridwatch.targeting.early_warning import early_warning
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    result = early_warning(engine, settings, lead=lead)
+    if as_json:
+        emit_json(result)
+        return
+    if not result["rows"]:
+        click.echo(result["verdict"], err=True)
+        return
+    click.echo(
+        f"early warning for {result['target_period']} ({result['level']}, from the metrics of "
+        f"{result['metrics_period']}; method: {result['method']})"
+    )
+    click.echo(f"  {result['verdict']}")
+    for q in result["validation"]["quarters"]:
+        click.echo(
+            f"  held out {q['period']}: error {q['mae']:.2f} (persistence "
+            f"{q['persistence_mae']:.2f}); bottom {q['bottom_n']} caught {q['bottom_hits']} "
+            f"(persistence {q['persistence_bottom_hits']})"
+        )
+    click.echo(
+        f"{'area':14} {_pad('name', 10)} {'predicted':>9} {'95% range':>13} {'last':>6} "
+        f"{'P(bottom)':>9}"
+    )
+    for r in result["rows"]:
+        if not r["at_risk"]:
+            continue
+        click.echo(
+            f"{r['area_code']:14} {_pad(r['area_name'], 10)} {r['predicted_pct']:>9.2f} "
+            f"{_ci(r['interval_low'], r['interval_high']):>13} {_pct(r['last_pct']):>6} "
+            f"{r['bottom_probability']:>9.2f}"
+            + ("  predicted bottom" if r["predicted_bottom"] else "")
+        )
+
+
+@main.command("rankings")
+@click.option(
+    "--period", "--quarter", "period", help="Survey wave, e.g. 2026Q3 (default: newest)."
+)
+@click.option(
+    "--level", type=click.Choice(["township", "county"]), default=None, help="Default township."
+)
+@click.option("--replicates", default=1000, show_default=True, help="Bootstrap replicates.")
+@click.option("--seed", default=20260, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list of ranked areas as JSON.")
+@click.pass_context
+def rankings_command(
+    ctx: click.Context,
+    period: str | None,
+    level: str | None,
+    replicates: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Ranking with CIs and ladder status (JSON: a list of areas; see `survey ranking`)."""
+    if as_json:
+        ctx.obj["rankings_list"] = True
+    ctx.invoke(
+        survey_ranking_command,
+        quarter=period,
+        level=level,
+        replicates=replicates,
+        seed=seed,
+        as_json=as_json,
+    )
+
+
+@main.command("priorities")
+@click.option(
+    "--period", "--quarter", "period", help="Survey wave, e.g. 2026Q3 (default: newest)."
+)
+@click.option(
+    "--level",
+    type=click.Choice(["village", "township", "grid"]),
+    default="village",
+    show_default=True,
+)
+@click.option("--area", "area_code", help="Grid level: only grids inside this area (code).")
+@click.option("--limit", default=20, show_default=True, help="Areas to print (text output).")
+@click.option("--json", "as_json", is_flag=True, help="Print every area as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def priorities_command(
+    ctx: click.Context,
+    period: str | None,
+    level: str,
+    area_code: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Priority index per village, township or grid, explained in words and numbers."""
+    if level != "grid":
+        if area_code:
+            raise UserFacingError("--area applies to --level grid only")
+        ctx.invoke(
+            survey_priorities_command, quarter=period, level=level, limit=limit, as_json=as_json
+        )
+        return
+    from gridwatch.targeting.grid_priorities import grid_priorities
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    label = _survey_quarter(ctx, engine, period)
+    if area_code:
+        from gridwatch.areas import load_tree
+
+        if area_code not in load_tree(engine).by_code:
+            raise UserFacingError(f"no area with code {area_code!r}")
+    result = grid_priorities(engine, settings, label, area_code)
+    if as_json:
+        emit_json(result)
+        return
+    if not result["rows"]:
+        click.echo(
+            f"no grid of a surveyed village has published metrics for {label} — "
+            "import the survey and run `gridwatch aggregate`",
+            err=True,
+        )
+        return
+    used = [c["name"] for c in result["components"] if c["used"]]
+    click.echo(f"{result['period']} grid priorities; index from: {', '.join(used)}")
+    for r in result["rows"][:limit]:
+        click.echo(f"{r['rank']:>5}. [{r['priority_index']:5.1f}] {r['explanation']}")
+    if len(result["rows"]) > limit:
+        click.echo(f"  … {len(result['rows']) - limit} more (use --json or --limit)")
+
+
+@main.group()
+def plan() -> None:
+    """Prevention plan: new camera sites, repairs, patrol focus, publicity, follow-up."""
+
+
+@plan.command("cameras")
+@click.option("--township", "township", required=True, help="Township code.")
+@click.option("--n", "n", default=30, show_default=True, help="New cameras to place.")
+@click.option("--radius", default=50.0, show_default=True, help="Metres a new camera sees.")
+@click.option("--days", default=365, show_default=True, help="Incidents of the last N days.")
+@click.option("--time-limit", default=10.0, show_default=True, help="Solver seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def plan_cameras_command(
+    ctx: click.Context,
+    township: str,
+    n: int,
+    radius: float,
+    days: int,
+    time_limit: float,
+    as_json: bool,
+) -> None:
+    """Propose new camera sites covering the most blind-spot incidents (MCLP, greedy)."""
+    from gridwatch.targeting.prevention import camera_plan
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    if days < 1:
+        raise UserFacingError("--days must be at least 1")
+    result = camera_plan(engine, settings, township, n, radius, days, time_limit)
+    if as_json:
+        emit_json(result)
+        return
+    _echo_camera_plan(result)
+
+
+def _echo_camera_plan(result: dict[str, Any]) -> None:
+    solver = result["solver"]
+    click.echo(
+        f"{result['township']} {result['township_name']}: {result['n']} new cameras "
+        f"(radius {result['radius_m']:g} m), incidents {result['since'][:10]} – "
+        f"{result['until'][:10]}: {result['incidents']}, in blind spots "
+        f"{result['blind_spot_incidents']}"
+    )
+    click.echo(
+        f"  covered by cameras: before {result['covered_before']}, after {result['covered_after']}"
+        f" (greedy {result['greedy_covered_after']}, one per worst grid "
+        f"{result['naive_covered_after']}); solver {solver['status']} in {solver['seconds']} s"
+    )
+    for k, site in enumerate(result["sites"], start=1):
+        click.echo(
+            f"  {k:>3}. {site['lon']:.6f},{site['lat']:.6f}  grid {site['grid_code']}  "
+            f"+{site['covered_incidents']}  ({site['kind']})"
+        )
+
+
+@plan.command("prevention")
+@click.option("--township", "township", required=True, help="Township code.")
+@click.option("--period", "--quarter", "period", help="Survey wave (default: newest).")
+@click.option("--n", "n", default=30, show_default=True, help="New cameras to place.")
+@click.option("--limit", default=10, show_default=True, help="Rows per list (text output).")
+@click.option("--replicates", default=500, show_default=True, help="Bootstrap replicates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole plan as JSON.")
+@click.pass_context
+@friendly_errors
+@_targeting_errors
+def plan_prevention_command(
+    ctx: click.Context,
+    township: str,
+    period: str | None,
+    n: int,
+    limit: int,
+    replicates: int,
+    as_json: bool,
+) -> None:
+    """Print a township's prevention plan: cameras, repairs, patrols, visits, follow-up."""
+    from gridwatch.targeting.prevention import prevention_plan
+
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    if replicates < 1:
+        raise UserFacingError("--replicates must be at least 1")
+    result = prevention_plan(engine, settings, township, period, n, replicates=replicates)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"prevention plan for {result['township']} {result['township_name']}")
+    _echo_camera_plan({**result["cameras"], "sites": result["cameras"]["sites"][:limit]})
+    click.echo(f"repair first ({len(result['repairs'])} cameras not working):")
+    for r in result["repairs"][:limit]:
+        click.echo(
+            f"  {r['camera_id']} {r['name'] or ''} [{r['status']}] grid {r['grid_code']}: "
+            f"would see {r['would_see_incidents']} blind-spot incidents"
+        )
+    click.echo("patrol focus:")
+    for r in result["patrol_focus"][:limit]:
+        click.echo(
+            f"  {r['grid_code']} {r['grid_name']}: {r['recent_incidents']} incidents in "
+            f"{r['recent_days']} days, peak {r['peak_hours'] or '-'}"
+            + ("" if r["priority_index"] is None else f", priority {r['priority_index']}")
+        )
+    click.echo("publicity (door-to-door, ≥ 10 households per cadre visit):")
+    for r in result["publicity"][:limit]:
+        click.echo(
+            f"  {r['village_code']} {r['village_name']}: awareness {_pct(r['awareness_pct'])} %, "
+            f"participation {_pct(r['participation_pct'])} %"
+        )
+    click.echo("victims not told of the result (破而不馈):")
+    for station in result["follow_up"]:
+        click.echo(
+            f"  {station['station_code'] or '(no station)'} {station['station_name'] or ''}: "
+            f"{len(station['cases'])} cases"
+        )
 
 
 @main.group()
@@ -1156,7 +1489,8 @@ def _routing_errors(func: F) -> F:
 @click.option(
     "--roads",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="GeoJSON / GeoPackage of road lines (default: GRIDWATCH_ROUTE_ROADS_FILE).",
+    help="Road lines (GeoJSON / GeoPackage) or an OSM extract (.osm, .osm.pbf); default: "
+    "GRIDWATCH_ROUTE_ROADS_FILE.",
 )
 @click.option("--max-stops", default=80, show_default=True, help="Candidate hot-spot grids.")
 @click.option(
@@ -1253,33 +1587,76 @@ def routes_plan_command(
 
 
 @routes.command("adherence")
-@click.option("--plan", "plan_id", type=int, required=True, help="Id of a stored plan.")
+@click.option("--plan", "plan_id", type=int, help="Id of one stored plan.")
+@click.option("--station", "station_code", help="Every stored plan of this police station …")
+@click.option("--from", "date_from", help="… from this date (YYYY-MM-DD) …")
+@click.option("--to", "date_to", help="… to this date (default: the from date).")
+@click.option(
+    "--by",
+    type=click.Choice(["day", "week", "month"]),
+    default="week",
+    show_default=True,
+    help="Periods the figures over time are cut into.",
+)
 @click.option("--radius", default=150.0, show_default=True, help="Metres around a stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @friendly_errors
 @_routing_errors
 def routes_adherence_command(
-    ctx: click.Context, plan_id: int, radius: float, as_json: bool
+    ctx: click.Context,
+    plan_id: int | None,
+    station_code: str | None,
+    date_from: str | None,
+    date_to: str | None,
+    by: str,
+    radius: float,
+    as_json: bool,
 ) -> None:
-    """Compare a stored plan with its teams' GPS pings: stops visited, lateness, off-route km."""
-    from gridwatch.routing.adherence import plan_adherence
-    from gridwatch.routing.plans import load_plan
+    """Compare plans with the teams' GPS pings: stops visited, lateness, off-route km.
 
+    Give --plan for one plan, or --station with --from (and --to) for every plan of a
+    station, per team and per station by day, week or month.
+    """
+    from gridwatch.routing.adherence import adherence_over_time, plan_adherence
+    from gridwatch.routing.plans import load_plan, stations_in
+
+    if (plan_id is None) == (station_code is None):
+        raise UserFacingError("give either --plan ID or --station CODE with --from DATE")
     settings = get_settings(ctx)
     engine = create_db_engine(settings.database_url)
     upgrade_database(engine)
+    if station_code is not None:
+        first = _parse_day(date_from, "--from")
+        if first is None:
+            raise UserFacingError("--station needs --from DATE (and optionally --to DATE)")
+        last = _parse_day(date_to, "--to") or first
+        if last < first:
+            raise UserFacingError(f"--to {last} is before --from {first}")
+        station = next((s for s in stations_in(engine) if s["code"] == station_code), None)
+        if station is None:
+            raise UserFacingError(f"no station with code {station_code!r}")
+        kind: Any = by  # one of the click choices: a PeriodKind
+        summary = adherence_over_time(
+            engine, settings.timezone, [station["id"]], first, last, kind, radius_m=radius
+        )
+        if as_json:
+            emit_json(summary)
+            return
+        _echo_adherence_over_time(summary)
+        return
+    assert plan_id is not None
     result = plan_adherence(engine, load_plan(engine, plan_id), settings.timezone, radius_m=radius)
     if as_json:
         emit_json(result)
         return
-    station = result["station"]
-    pct = station["visited_pct"]
+    station_figures = result["station"]
+    pct = station_figures["visited_pct"]
     click.echo(
         f"plan {plan_id}: station {result['station_code']} {result['day']} {result['shift']}: "
-        f"{station['stops_visited']}/{station['stops_planned']} stops visited"
+        f"{station_figures['stops_visited']}/{station_figures['stops_planned']} stops visited"
         + (f" ({pct:.0f} %)" if pct is not None else "")
-        + f", off-route {station['off_route_km']:.1f} km"
+        + f", off-route {station_figures['off_route_km']:.1f} km"
     )
     for team in result["teams"]:
         late = team["mean_late_min"]
@@ -1289,6 +1666,41 @@ def routes_adherence_command(
             + ("" if late is None else f", mean {late:+.0f} min late")
             + f", off-route {team['off_route_km']:.1f} km"
         )
+
+
+def _adherence_line(label: str, figures: dict[str, Any]) -> str:
+    pct = figures["visited_pct"]
+    late = figures["mean_late_min"]
+    return (
+        f"  {label:<14} {figures['shifts']:>3} shifts {figures['stops_visited']:>4}/"
+        f"{figures['stops_planned']:<4} stops"
+        + (f" ({pct:5.1f} %)" if pct is not None else "         ")
+        + ("" if late is None else f", mean {late:+.0f} min late")
+        + f", off-route {figures['off_route_km']:.1f} km"
+        + (
+            f", {figures['shifts_without_pings']} shifts without pings"
+            if figures["shifts_without_pings"]
+            else ""
+        )
+    )
+
+
+def _echo_adherence_over_time(summary: dict[str, Any]) -> None:
+    click.echo(
+        f"{len(summary['plan_ids'])} plans from {summary['from']} to {summary['to']}, "
+        f"by {summary['period_kind']}"
+    )
+    for station in summary["stations"]:
+        click.echo(f"station {station['station_code']}:")
+        for row in station["periods"]:
+            click.echo(_adherence_line(row["period"], row))
+        click.echo(_adherence_line("total", station["total"]))
+        if station["inactive_teams"]:
+            click.echo(f"  inactive teams: {', '.join(station['inactive_teams'])}")
+    for team in summary["teams"]:
+        click.echo(f"team {team['team_code']}" + (" (inactive)" if team["inactive"] else ""))
+        for row in team["periods"]:
+            click.echo(_adherence_line(row["period"], row))
 
 
 def run() -> None:

@@ -32,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config = dict(test_config or {})
     settings: Settings = config.pop("GRIDWATCH_SETTINGS", None) or load_settings()
     engine = config.pop("GRIDWATCH_ENGINE", None) or create_db_engine(settings.database_url)
+    _configure_logging(settings)
 
     app = Flask(__name__)
     app.config.from_mapping(
@@ -66,6 +67,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _register(app)
 
     from gridwatch.web import formatting, labels
+    from gridwatch.web import metrics as request_metrics
+
+    request_metrics.init_app(app)  # after _register: its user hook follows load_request_user
 
     formatting.init_app(app)
     labels.init_app(app)
@@ -73,10 +77,38 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def _configure_logging(settings: Settings) -> None:
+    import logging
+
+    from gridwatch.logs import configure_logging
+
+    # JSON is asked for explicitly, so it is always installed; plain text only in a process
+    # nobody configured (gunicorn, `gridwatch serve`), not under a test runner.
+    if settings.log_format == "json" or not logging.getLogger().handlers:
+        configure_logging(settings.log_format)
+
+
 def _register(app: Flask) -> None:
-    from gridwatch.web import admin, api, areas, auth, dashboard, i18n, imports, maps, screen
+    from gridwatch.web import (
+        admin,
+        api,
+        api_data,  # noqa: F401  (adds its routes to api.bp)
+        areas,
+        auth,
+        dashboard,
+        i18n,
+        imports,
+        maps,
+        screen,
+    )
     from gridwatch.web.access import check_csrf, load_request_user
+    from gridwatch.web.health import bp as health_bp
+    from gridwatch.web.metrics import bp as metrics_bp
+    from gridwatch.web.reports import bp as reports_bp
+    from gridwatch.web.routes import bp as routes_bp
     from gridwatch.web.security import set_security_headers
+    from gridwatch.web.survey import bp as survey_bp
+    from gridwatch.web.tables import bp as tables_bp
 
     app.before_request(load_request_user)
     app.before_request(check_csrf)
@@ -91,6 +123,12 @@ def _register(app: Flask) -> None:
         imports.bp,
         screen.bp,
         i18n.bp,
+        tables_bp,
+        health_bp,
+        metrics_bp,
+        reports_bp,
+        routes_bp,
+        survey_bp,
     ):
         app.register_blueprint(blueprint)
 

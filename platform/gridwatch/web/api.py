@@ -73,8 +73,13 @@ def _level_arg(required: bool) -> str | None:
 def openapi() -> Response:
     """Return the OpenAPI 3 description of this API."""
     from gridwatch.ingest import IMPORTERS
+    from gridwatch.taxonomy import load_taxonomy
+    from gridwatch.web.api_data import extend_openapi
 
-    return jsonify(openapi_document(state().settings.area_levels, list(IMPORTERS)))
+    settings = state().settings
+    document = openapi_document(settings.area_levels, list(IMPORTERS))
+    categories = list(load_taxonomy(settings.categories_file).categories)
+    return jsonify(extend_openapi(document, settings.area_levels, categories))
 
 
 @bp.get("/areas")
@@ -201,6 +206,85 @@ def geo_blind_spots() -> Response:
     code, ids = _scope()
     engine = state().engine
     return _geojson("geo.blind_spots", (code,), lambda: blind_spots_geojson(engine, ids))
+
+
+# -- patrol routes ---------------------------------------------------------------------------
+
+
+@bp.get("/routes")
+@login_required
+def patrol_routes() -> Response:
+    """Return the newest stored patrol plan of ``station`` for ``date`` (and ``shift``).
+
+    The answer is the ``gridwatch routes plan --json`` object plus ``plan_id``. A station
+    outside the caller's jurisdiction answers 404 like an unknown one.
+    """
+    from datetime import date
+
+    from gridwatch.routing.plans import latest_plan
+    from gridwatch.web.routes import visible_stations
+
+    code = request.args.get("station", "").strip()
+    raw_day = request.args.get("date", "").strip()
+    shift = request.args.get("shift", "").strip() or None
+    if not code:
+        _bad_request("the query parameter 'station' is required")
+    try:
+        day = date.fromisoformat(raw_day)
+    except ValueError:
+        _bad_request("the query parameter 'date' must be a date such as 2026-11-22")
+        raise
+    station = next((s for s in visible_stations() if s["code"] == code), None)
+    if station is None:
+        abort(error_response(404, f"no police station {code!r}"))
+    assert station is not None
+    payload = latest_plan(state().engine, station["id"], day, shift)
+    if payload is None:
+        abort(error_response(404, f"no stored plan of station {code} on {day.isoformat()}"))
+    return jsonify(payload)
+
+
+# -- survey ----------------------------------------------------------------------------------
+
+
+def _survey_answer(build: Callable[[], Any]) -> Response:
+    """Answer a survey view's result, or 400 with the sentence why it cannot be built."""
+    from gridwatch.web.survey import SurveyRequestError
+
+    try:
+        return jsonify(build())
+    except SurveyRequestError as exc:
+        return error_response(400, str(exc))
+
+
+@bp.get("/survey/rankings")
+@login_required
+def survey_rankings() -> Response:
+    """Return the township ranking of ``period`` (default: newest wave), visible rows only."""
+    from gridwatch.web.survey import chosen_quarter, scoped_rankings
+
+    return _survey_answer(lambda: scoped_rankings(chosen_quarter(request.args.get("period"))))
+
+
+@bp.get("/priorities")
+@login_required
+def survey_priorities() -> Response:
+    """Return the village or grid priority index of ``period``, visible areas only."""
+    from gridwatch.web.survey import chosen_quarter, scoped_priorities
+
+    level = request.args.get("level", "").strip() or "village"
+    return _survey_answer(
+        lambda: scoped_priorities(chosen_quarter(request.args.get("period")), level)
+    )
+
+
+@bp.get("/early-warning")
+@login_required
+def survey_early_warning() -> Response:
+    """Return next quarter's predicted township scores with their validation."""
+    from gridwatch.web.survey import scoped_early_warning
+
+    return _survey_answer(scoped_early_warning)
 
 
 # -- imports ---------------------------------------------------------------------------------

@@ -16,6 +16,15 @@ from gridwatch.web.extensions import state
 
 bp = Blueprint("areas", __name__, url_prefix="/areas")
 
+#: Layers an area's own map opens with: its grids' figures, incident heat, Gi* hot spots and
+#: cameras (the rest stay in the map's layer control).
+AREA_MAP_LAYERS = ("heat", "choropleth", "hotspots", "cameras")
+
+
+def area_map_args(code: str, period: str) -> dict[str, str]:
+    """Return the query of the map focused on area ``code``: its grids, for ``period``."""
+    return {"area": code, "level": "grid", "period": period, "layers": ",".join(AREA_MAP_LAYERS)}
+
 
 @bp.get("/<code>")
 @login_required
@@ -37,6 +46,7 @@ def show(code: str) -> str:
             engine, tree, jurisdiction, state().settings.area_levels, period.label, parent=node
         ),
         period=period,
+        map_args=area_map_args(node.code, period.label),
         periods=period_choices(today),
         refresh=last_refresh(engine),
     )

@@ -230,6 +230,75 @@ def openapi_document(levels: Sequence[str], import_kinds: Sequence[str] = ()) ->
                     },
                 }
             },
+            "/routes": {
+                "get": {
+                    "summary": "The newest stored patrol plan of a police station for a date",
+                    "operationId": "getPatrolPlan",
+                    "parameters": [
+                        _param("station", "Police station code.", required=True),
+                        _param(
+                            "date", "Local date of the shift start, 2026-11-22.", required=True
+                        ),
+                        _param("shift", "Only a plan of this shift, such as 20:00-02:00."),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"$ref": "#/components/schemas/PatrolPlan"},
+                            "The plan (the `gridwatch routes plan --json` object).",
+                        ),
+                        "400": bad_request,
+                        "404": not_found,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/survey/rankings": {
+                "get": {
+                    "summary": "Township survey ranking with rank intervals and ladder status",
+                    "description": (
+                        "Ranks and intervals are county-wide; `rows` holds only the caller's "
+                        "townships (`area_code, rank, security_pct, ci_low, ci_high, rank_best, "
+                        "rank_worst, bottom_within_noise, status, status_history`)."
+                    ),
+                    "operationId": "getSurveyRanking",
+                    "parameters": [_param("period", "Survey quarter, 2026Q3 (default: newest).")],
+                    "responses": {
+                        "200": _json({"type": "object"}, "The ranking of the quarter."),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/priorities": {
+                "get": {
+                    "summary": "Priority index per village or grid, with its explanation",
+                    "operationId": "getPriorities",
+                    "parameters": [
+                        _param("level", "village (default) or grid.", enum=["village", "grid"]),
+                        _param("period", "Survey quarter, 2026Q3 (default: newest)."),
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Visible areas, highest index first."),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/early-warning": {
+                "get": {
+                    "summary": "Predicted security % per township for the next quarter",
+                    "description": (
+                        "`used` is false when the model did not beat 'same score as last "
+                        "quarter' on held-out quarters; `validation` holds the errors."
+                    ),
+                    "operationId": "getEarlyWarning",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Prediction and validation."),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
             "/runs": {
                 "get": {
                     "summary": "Aggregation runs, newest first",
@@ -282,6 +351,85 @@ def openapi_document(levels: Sequence[str], import_kinds: Sequence[str] = ()) ->
                 ),
             },
             "schemas": {
+                "PatrolPlan": {
+                    "type": "object",
+                    "required": [
+                        "plan_id",
+                        "station_code",
+                        "day",
+                        "shift",
+                        "teams",
+                        "risk_covered",
+                        "greedy",
+                    ],
+                    "properties": {
+                        "plan_id": {"type": "integer"},
+                        "station_code": {"type": "string"},
+                        "day": {"type": "string", "format": "date"},
+                        "shift": {"type": "string"},
+                        "risk_covered": {
+                            "type": "number",
+                            "description": "Sum of stop risk per minute x dwell minutes.",
+                        },
+                        "km": {"type": "number"},
+                        "greedy": {
+                            "type": "object",
+                            "description": "The greedy nearest-high-risk baseline, same run.",
+                            "properties": {
+                                "risk_covered": {"type": "number"},
+                                "km": {"type": "number"},
+                            },
+                        },
+                        "teams": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["team_id", "base", "stops", "km", "duration_min"],
+                                "properties": {
+                                    "team_id": {"type": "integer"},
+                                    "team_code": {"type": "string"},
+                                    "base": {"$ref": "#/components/schemas/LonLat"},
+                                    "km": {"type": "number"},
+                                    "duration_min": {"type": "number"},
+                                    "stops": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": [
+                                                "lon",
+                                                "lat",
+                                                "grid_code",
+                                                "arrive",
+                                                "depart",
+                                                "risk",
+                                            ],
+                                            "properties": {
+                                                "lon": {"type": "number"},
+                                                "lat": {"type": "number"},
+                                                "grid_code": {"type": "string"},
+                                                "arrive": {
+                                                    "type": "string",
+                                                    "format": "date-time",
+                                                },
+                                                "depart": {
+                                                    "type": "string",
+                                                    "format": "date-time",
+                                                },
+                                                "dwell_min": {"type": "number"},
+                                                "risk": {"type": "number"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "LonLat": {
+                    "type": "object",
+                    "required": ["lon", "lat"],
+                    "properties": {"lon": {"type": "number"}, "lat": {"type": "number"}},
+                },
                 "Area": {
                     "type": "object",
                     "required": ["code", "name", "level", "parent_code", "bbox", "centroid"],

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from gridwatch.ingest import ImportOptions, import_file
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import AggregationRun
+from gridwatch.workers import engine as engine_module
 from gridwatch.workers.countywide import local_today
 from gridwatch.workers.engine import (
     RunRequest,
@@ -564,7 +565,10 @@ def test_incremental_run_after_a_patrol_import_equals_full_run(loaded_county, tm
     ]
 
 
-def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(loaded_county, tmp_path):
+@pytest.mark.parametrize("same_process", [True, False], ids=["same-process", "other-process"])
+def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(
+    loaded_county, tmp_path, same_process
+):
     """Three incremental runs in a row: a township's recounts first ride as a delta on its
     counts, then are merged into them; each run patches the base run's blocks, and the end
     result equals a full recompute, including the forecasts and emerging classes."""
@@ -581,6 +585,8 @@ def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(loaded_count
         path = tmp_path / f"more{i}.csv"
         path.write_text("id,occurred_at,category,lon,lat\n" + rows + "\n", "utf-8")
         mark_dirty(engine, import_file("incidents", path, settings, engine).affected_grid_ids)
+        if not same_process:  # as when another worker process finalised the base run
+            engine_module._RUN_MEMORY.clear()
         summary = run_eager(engine, settings, RunRequest())
         assert summary["scope"] == "incremental"
         summaries.append(summary)

@@ -970,10 +970,16 @@ def _patched_counts(
     kinds = [str(k) for k in run.period_kinds]
     if run.date_from or run.date_to or _local_date(base_run.created_at, tz) != today:
         return None
-    stored = {
-        kind: blocks.read_unit_parts(session, base_run.id, f"series:{kind}", [blocks.COUNTY_UNIT])
-        for kind in kinds
-    }
+    memory = _RUN_MEMORY.get(_run_key(session, base_run))
+    if memory is not None and set(kinds) <= set(memory.series):
+        stored = {kind: {blocks.COUNTY_UNIT: memory.series[kind]} for kind in kinds}
+    else:
+        stored = {
+            kind: blocks.read_unit_parts(
+                session, base_run.id, f"series:{kind}", [blocks.COUNTY_UNIT]
+            )
+            for kind in kinds
+        }
     if not all(stored.values()):
         return None
     recounted = blocks.read_parts(session, run.id, "recounted", own_units)
@@ -1130,6 +1136,73 @@ def _patched_points(
     return pd.concat([kept, recount.drop(columns="since")], ignore_index=True)
 
 
+@dataclass
+class _RunMemory:
+    """What the newest run finalised in this process leaves for the next incremental run."""
+
+    series: dict[str, pd.DataFrame]
+    daily: pd.DataFrame
+
+
+#: Keyed by :func:`_run_key`; one entry (the newest run). An incremental run finalised in the
+#: same process as its base (the embedded mode, or the same worker) patches these instead of
+#: decoding the stored series and rebuilding the grid × day matrix from a million rows.
+_RUN_MEMORY: dict[tuple[str, int, str], _RunMemory] = {}
+
+
+def _remember_run(
+    session: Session, run: AggregationRun, series: dict[str, pd.DataFrame], daily: pd.DataFrame
+) -> None:
+    _RUN_MEMORY.clear()
+    _RUN_MEMORY[_run_key(session, run)] = _RunMemory(series, daily)
+
+
+def _patched_daily(
+    session: Session,
+    run: AggregationRun,
+    base_run: AggregationRun,
+    own_units: list[str],
+    grids: Any,
+    today: date,
+) -> pd.DataFrame | None:
+    """Return the grid × day matrix of the base run with the recounted grids' rows redone.
+
+    ``None`` (build it from the series) when this process does not hold the base run's
+    matrix, or a recounted incident falls before its first day.
+    """
+    memory = _RUN_MEMORY.get(_run_key(session, base_run))
+    if memory is None or run.date_from or run.date_to:
+        return None
+    daily = memory.daily
+    ids = grids.frame.index
+    if not daily.index.equals(ids) or not len(daily.columns):
+        return None
+    if daily.columns[-1] != today - timedelta(days=1):
+        return None
+    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
+    recount = blocks.read_parts(session, run.id, "recount", own_units)
+    matrix = daily.to_numpy(copy=True)
+    rows = ids.get_indexer(recounted["area_id"].to_numpy(dtype=np.int64)) if len(recounted) else []
+    rows = np.asarray([r for r in rows if r >= 0], dtype=np.int64)
+    matrix[rows, :] = 0.0
+    if len(recount):
+        days = recount[recount["period_kind"].astype(str) == "day"]
+        label = days["period"].astype(str).to_numpy()
+        day = pd.to_datetime(pd.Series(label), format="%Y-%m-%d").dt.date.to_numpy()
+        reported = days["incidents_reported"].to_numpy(dtype=float)
+        keep = (day < today) & (reported > 0)
+        first = daily.columns[0]
+        if keep.any() and min(day[keep]) < first:
+            return None  # the matrix would need earlier days
+        row = ids.get_indexer(days["area_id"].to_numpy(dtype=np.int64)[keep])
+        column = np.array([(d - first).days for d in day[keep]], dtype=np.int64)
+        inside = row >= 0
+        np.add.at(matrix, (row[inside], column[inside]), reported[keep][inside])
+    if not matrix[:, 0].any():
+        return None  # the first day lost its incidents: the matrix would start later
+    return pd.DataFrame(matrix, index=daily.index, columns=daily.columns)
+
+
 def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
     """Add the county-wide steps, roll up and publish a run; return its summary.
 
@@ -1250,7 +1323,13 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
                 session, run_id, blocks.COUNTY_UNIT, {"adjacency": _adjacency_part(grids)}
             )
 
-        daily = _daily_counts(session, run, series.get("day"), grids, tz, today)
+        daily = None
+        if patched is not None:
+            assert base_run is not None
+            daily = _patched_daily(session, run, base_run, own_units, grids, today)
+        if daily is None:
+            daily = _daily_counts(session, run, series.get("day"), grids, tz, today)
+        _remember_run(session, run, series, daily)
         forecasts, scorecard = countywide.forecast_rows(
             daily, grids, today, countywide.neighbours_of(grids)
         )

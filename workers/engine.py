@@ -893,6 +893,31 @@ def _patrol_changed_since(session: Session, moment: datetime) -> bool:
     return _imported_since(session, ("patrols", "teams"), moment)
 
 
+@dataclass
+class _Recount:
+    """The recount parts of an incremental run's townships, read once for finalising."""
+
+    grids: np.ndarray
+    rows: pd.DataFrame
+    points: pd.DataFrame
+
+    @classmethod
+    def read(cls, session: Session, run_id: int, units: list[str]) -> _Recount:
+        names = ("recounted", "recount", "recount_points")
+        found = blocks.read_named_parts(session, run_id, units, names)
+        joined = {
+            name: blocks.concat_parts([f[name] for f in found.values() if name in f])
+            for name in names
+        }
+        recounted = joined["recounted"]
+        grids = (
+            recounted["area_id"].to_numpy(dtype=np.int64)
+            if "area_id" in recounted
+            else np.zeros(0, dtype=np.int64)
+        )
+        return cls(grids, joined["recount"], joined["recount_points"])
+
+
 #: Grid block columns that are not incident counts.
 _NOT_COUNTS = ("area_id", "period", *PATROL_ADDITIVE, *PER_GRID_ONLY)
 
@@ -946,7 +971,7 @@ def _patched_counts(
     session: Session,
     run: AggregationRun,
     base_run: AggregationRun,
-    own_units: list[str],
+    own: _Recount,
     changed: dict[str, set[str]],
     today: date,
     tz: ZoneInfo,
@@ -982,13 +1007,8 @@ def _patched_counts(
         }
     if not all(stored.values()):
         return None
-    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
-    grids = (
-        recounted["area_id"].to_numpy(dtype=np.int64)
-        if "area_id" in recounted
-        else np.zeros(0, dtype=np.int64)
-    )
-    recount = blocks.read_parts(session, run.id, "recount", own_units)
+    grids = own.grids
+    recount = own.rows
     kind_of_row = recount["period_kind"].astype(str).to_numpy() if len(recount) else None
     current = blocks.read_block(session, base_run.id, "grid", CURRENT)
     counts_by_kind: dict[str, pd.DataFrame] = {}
@@ -1112,7 +1132,7 @@ def _recount_points(incidents: pd.DataFrame, since: datetime) -> pd.DataFrame:
 
 
 def _patched_points(
-    session: Session, run: AggregationRun, own_units: list[str], today: date, tz: ZoneInfo
+    session: Session, run: AggregationRun, own: _Recount, today: date, tz: ZoneInfo
 ) -> pd.DataFrame | None:
     """Return the density surface's points: the base run's, recounted grids' replaced.
 
@@ -1125,14 +1145,13 @@ def _patched_points(
     stored = blocks.read_unit_parts(
         session, run.based_on_run_id, "density_points", [blocks.COUNTY_UNIT]
     )
-    recount = blocks.read_parts(session, run.id, "recount_points", own_units)
+    recount = own.points
     if blocks.COUNTY_UNIT not in stored or "since" not in recount:
         return None
     if len(recount) and not (recount["since"] == since).all():
         return None
-    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
     base = stored[blocks.COUNTY_UNIT]
-    kept = base[~base["area_id"].isin(recounted["area_id"])]
+    kept = base[~base["area_id"].isin(own.grids)]
     return pd.concat([kept, recount.drop(columns="since")], ignore_index=True)
 
 
@@ -1161,7 +1180,7 @@ def _patched_daily(
     session: Session,
     run: AggregationRun,
     base_run: AggregationRun,
-    own_units: list[str],
+    own: _Recount,
     grids: Any,
     today: date,
 ) -> pd.DataFrame | None:
@@ -1179,11 +1198,10 @@ def _patched_daily(
         return None
     if daily.columns[-1] != today - timedelta(days=1):
         return None
-    recounted = blocks.read_parts(session, run.id, "recounted", own_units)
-    recount = blocks.read_parts(session, run.id, "recount", own_units)
+    recount = own.rows
     matrix = daily.to_numpy(copy=True)
-    rows = ids.get_indexer(recounted["area_id"].to_numpy(dtype=np.int64)) if len(recounted) else []
-    rows = np.asarray([r for r in rows if r >= 0], dtype=np.int64)
+    rows = ids.get_indexer(own.grids)
+    rows = rows[rows >= 0]
     matrix[rows, :] = 0.0
     if len(recount):
         days = recount[recount["period_kind"].astype(str) == "day"]
@@ -1268,9 +1286,11 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         clock.lap("finalize: patrol dosage")
 
         patched = None
+        own: _Recount | None = None
         if changed is not None:
             assert base_run is not None
-            patched = _patched_counts(session, run, base_run, own_units, changed, today, tz)
+            own = _Recount.read(session, run_id, own_units)
+            patched = _patched_counts(session, run, base_run, own, changed, today, tz)
         grids = None if patched is None else _base_grids(session, base_run, grid_ids)
         if grids is None:
             grids = countywide.GridGeometry.load(session, grid_ids)
@@ -1325,8 +1345,8 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
 
         daily = None
         if patched is not None:
-            assert base_run is not None
-            daily = _patched_daily(session, run, base_run, own_units, grids, today)
+            assert base_run is not None and own is not None
+            daily = _patched_daily(session, run, base_run, own, grids, today)
         if daily is None:
             daily = _daily_counts(session, run, series.get("day"), grids, tz, today)
         _remember_run(session, run, series, daily)
@@ -1346,7 +1366,10 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
             )
             written.add((level, CURRENT))
         clock.lap("finalize: current state blocks")
-        points = None if patched is None else _patched_points(session, run, own_units, today, tz)
+        points = None
+        if patched is not None:
+            assert own is not None
+            points = _patched_points(session, run, own, today, tz)
         if points is None:
             points = countywide.density_points(session, countywide.density_since(tz, today))
         kde = countywide.density_part(grids, points)

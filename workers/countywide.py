@@ -245,6 +245,11 @@ def period_matrix(
     labels : list of str
         The columns' periods.
     """
+    if labels is not None and isinstance(series["period"].dtype, pd.CategoricalDtype):
+        # only the rows of the wanted periods (often one period of a long series)
+        categories = series["period"].cat.categories.astype(str)
+        wanted = np.flatnonzero(categories.isin(list(labels)))
+        series = series[np.isin(series["period"].cat.codes.to_numpy(), wanted)]
     period = series["period"]
     if isinstance(period.dtype, pd.CategoricalDtype):
         used = period.cat.remove_unused_categories()

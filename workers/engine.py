@@ -149,10 +149,7 @@ def plan_units(engine: Engine, run_id: int, chunk: int = 500) -> list[Unit]:
         run = session.get(AggregationRun, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
-        areas = pd.DataFrame(
-            session.execute(select(Area.id, Area.parent_id, Area.level)).all(),
-            columns=["id", "parent_id", "level"],
-        )
+        areas = _areas_frame(session)[["id", "parent_id", "level"]]
         wanted = set(run.area_ids) if run.scope == "incremental" else None
     if areas.empty:
         return []

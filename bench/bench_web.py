@@ -10,7 +10,9 @@ database ``bench_aggregate.py`` uses, aggregated once more here and kept as
    image, as Chromium received them) and the draw time in headless Chromium at 1920×1080 —
    from the start of the navigation until Leaflet has painted the layer (two animation
    frames after the first painted pixel), median of ``--repeats`` loads. The same for the map
-   with every layer switched on.
+   with its default layers and with every layer switched on, and the size and time of the
+   polygons their choropleth fetches when switched on. The server runs 4 threads: a sync
+   worker would wait on Chromium's idle preconnected connection until its 30 s timeout.
    **Baseline**, measured in the same run: Folium's plain ``HeatMap`` of every incident point
    (the naive page; the issue measured 40 MB and 1.8 s), with the same vendored assets.
 2. **API latency** at ``--connections`` concurrent connections on loopback (closed loop: each
@@ -40,6 +42,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import sqlite3
@@ -160,7 +163,9 @@ def aggregated_city(city: Path) -> Path:
 class Gunicorn:
     """``gunicorn -w N 'gridwatch.web:create_app()'`` on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], workers: int, log_file: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int, log_file: Path, threads: int = 0
+    ) -> None:
         self.port = free_port()
         self.log_file = log_file
         self.log = log_file.open("ab")
@@ -171,6 +176,10 @@ class Gunicorn:
                 str(gunicorn),
                 "-w",
                 str(workers),
+                # A browser keeps idle connections open (preconnects): a sync worker waits
+                # on one until its 30 s timeout kills it. Threads serve the page section as
+                # nginx would (it forwards only whole requests).
+                *(["-k", "gthread", "--threads", str(threads)] if threads else []),
                 "-b",
                 f"127.0.0.1:{self.port}",
                 "--log-level",
@@ -264,6 +273,39 @@ def _fetch_twice(context: Any, url: str, strict: bool = True) -> tuple[float, fl
     return timings[0], timings[1], body
 
 
+def _polygons(context: Any, base_url: str, document: str) -> list[dict[str, Any]]:
+    """Fetch the choropleth / patrol polygons a map document loads when switched on."""
+    found = re.findall(
+        r'GridWatchMap\.lazyGeoJson\(("/map/layers/polygons\.json\?[^"]+")', document
+    )
+    results = []
+    for url in sorted({json.loads(u) for u in found}):
+        timings = []
+        for _ in range(2):
+            start = time.perf_counter()
+            response = context.request.get(
+                base_url + url, headers={"Accept-Encoding": "gzip"}, timeout=300_000
+            )
+            body = response.body()
+            timings.append(time.perf_counter() - start)
+        result = {
+            "url": url,
+            "gzip_bytes": int(response.headers.get("content-length", 0)),
+            "json_bytes": len(body),
+            "features": len(json.loads(body)["features"]),
+            "miss_s": timings[0],
+            "hit_s": timings[1],
+        }
+        results.append(result)
+        log(
+            f"    fetched on switch-on: {url.split('?')[0]}?which=…: "
+            f"{result['features']:,} polygons, {result['json_bytes'] / 1e6:.2f} MB JSON, "
+            f"{result['gzip_bytes'] / 1e6:.2f} MB gzipped "
+            f"(built {result['miss_s']:.2f} s, cached {result['hit_s'] * 1000:.0f} ms)"
+        )
+    return results
+
+
 def _draw(
     browser: Any, context_state: Any, url: str, frame_selector: str | None
 ) -> dict[str, Any]:
@@ -309,6 +351,7 @@ def page_section(server: Gunicorn, database: Path, period: str, repeats: int) ->
 
     variants = {
         "heat map (heat layer)": {"layers": "heat", "period": period},
+        "map, default layers": {"period": period},
         "map, every layer on": {"layers": ",".join(LAYERS), "period": period},
     }
     results: dict[str, Any] = {}
@@ -318,7 +361,7 @@ def page_section(server: Gunicorn, database: Path, period: str, repeats: int) ->
             context = browser.new_context()
             _sign_in(context, server.base_url)
             state = context.storage_state()
-            log("\n1. Heat-map page, 1920×1080, headless Chromium (one gunicorn worker)")
+            log("\n1. Heat-map page, 1920×1080, headless Chromium (gunicorn: 1 worker, 4 threads)")
             miss, hit, body = _fetch_twice(context, server.base_url + "/", strict=False)
             results["overview"] = {"miss_s": miss, "hit_s": hit, "document_bytes": len(body)}
             log(
@@ -350,6 +393,7 @@ def page_section(server: Gunicorn, database: Path, period: str, repeats: int) ->
                     "outside": outside,
                 }
                 r = results[name]
+                r["polygons"] = _polygons(context, server.base_url, body.decode("utf-8"))
                 log(
                     f"  {name:<26} document {r['document_bytes'] / 1e6:6.2f} MB "
                     f"(render {r['miss_s']:.2f} s miss, {r['hit_s'] * 1000:.0f} ms hit); "
@@ -581,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         pages: dict[str, Any] = {}
         api: dict[str, Any] = {}
         if not args.no_browser:
-            server = Gunicorn(env, workers=1, log_file=tmp / "gunicorn-pages.log")
+            server = Gunicorn(env, workers=1, log_file=tmp / "gunicorn-pages.log", threads=4)
             try:
                 pages = page_section(server, database, period, args.repeats)
             except Exception:

@@ -32,6 +32,7 @@ from gridwatch.maps.layers import (
     ReadyFlag,
     ScaleBar,
     blind_spot_layer,
+    choropleth_collection,
     choropleth_layer,
     hotspot_layer,
 )
@@ -144,14 +145,21 @@ class MapData:
     heat_from_grids : bool
         Draw the heat layer from ``grids.incidents`` at the grids' centres instead of the
         raster (a category group is chosen, and the raster covers every category).
-    weekly_heat : WeeklyCounts, optional
-        The last weeks' counts per grid, for the heat layer with a time slider.
+    weekly_heat : WeeklyCounts or str, optional
+        The last weeks' counts per grid, for the heat layer with a time slider; or the URL
+        of their payload, fetched when the layer is first switched on.
     cameras : pandas.DataFrame or str, optional
         Cameras (see :func:`gridwatch.maps.cameras.camera_payload`), or the URL of the same
         as a camera payload, fetched when the layer is first switched on.
     tracks : pandas.DataFrame or str, optional
         Patrol pings (see :func:`gridwatch.maps.tracks.track_payload`), or the URL of the
         track payload, fetched when the layer is first switched on.
+    polygons : mapping, optional
+        ``{"areas": URL, "grids": URL}``: the choropleth and patrol-dosage layers embed no
+        polygons but fetch them when first switched on, from URLs answering
+        :func:`polygon_collection` of ``"areas"`` and ``"grids"`` (one URL for both when
+        the choropleth shows grids). ``areas`` and ``grids`` then only set the legends'
+        classes and the map's bounds. Without it the polygons are embedded.
 
     A layer whose data is ``None`` is left out of the map.
     """
@@ -162,9 +170,10 @@ class MapData:
     density: DensityRaster | None = None
     heat_from_grids: bool = False
     bounds: tuple[float, float, float, float] | None = field(default=None)
-    weekly_heat: WeeklyCounts | None = None
+    weekly_heat: WeeklyCounts | str | None = None
     cameras: pd.DataFrame | str | None = None
     tracks: pd.DataFrame | str | None = None
+    polygons: Mapping[str, str] | None = None
 
 
 def empty_frame(columns: Iterable[str] = ("code", "name")) -> gpd.GeoDataFrame:
@@ -246,6 +255,40 @@ def _camera_fields(text: Mapping[str, str]) -> list[list[Any]]:
     ]
 
 
+#: Tooltip properties of the patrol-dosage layer (besides name and code).
+PATROL_FIELDS = (
+    "patrol_minutes",
+    "patrol_night_minutes",
+    "patrol_visits",
+    "hours_since_last_visit",
+)
+
+
+def _choropleth_keys(areas: gpd.GeoDataFrame, metric: str) -> list[str]:
+    extra = [k for k in ("incidents", "incidents_per_1000") if k != metric]
+    return [metric, *[k for k in extra if k in areas.columns]]
+
+
+def polygon_collection(data: MapData, metric: str, which: str) -> dict[str, Any]:
+    """Return the features the choropleth (``"areas"``) or patrol (``"grids"``) layer draws.
+
+    What a map built with ``data.polygons`` fetches: simplified as a coverage, rounded, with
+    the tooltip's properties and the style index of the layer (``_s`` choropleth, ``_p``
+    patrol; both when the choropleth shows the grids, so one answer serves both layers).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    if which not in ("areas", "grids"):
+        raise ValueError(f"unknown polygon set {which!r}; areas or grids")
+    styled: dict[str, tuple[str, list[str]]] = {}
+    if which == "areas" or data.areas is data.grids:
+        styled["_s"] = (metric, ["name", "code", *_choropleth_keys(data.areas, metric)])
+    if which == "grids":
+        styled["_p"] = ("patrol_minutes", ["name", "code", *PATROL_FIELDS])
+    frame = data.areas if which == "areas" else data.grids
+    return choropleth_collection(frame, styled)
+
+
 def _add(fmap: folium.Map, layer: folium.map.Layer, legend: Legend | None = None) -> None:
     layer.add_to(fmap)
     if legend is not None:
@@ -307,14 +350,15 @@ def build_map(
         )
 
     metric_label = _label(text, f"field.{metric}")
-    extra = [k for k in ("incidents", "incidents_per_1000") if k != metric]
+    urls = data.polygons or {}
     choropleth, legend = choropleth_layer(
         data.areas,
         metric,
         _label(text, "layer.choropleth"),
         metric_label,
-        _fields(text, metric, *[k for k in extra if k in data.areas.columns]),
+        _fields(text, *_choropleth_keys(data.areas, metric)),
         show="choropleth" in on,
+        url=urls.get("areas"),
     )
     _add(fmap, choropleth, legend)
     _add(
@@ -324,17 +368,12 @@ def build_map(
             "patrol_minutes",
             _label(text, "layer.patrol"),
             _label(text, "field.patrol_minutes"),
-            _fields(
-                text,
-                "patrol_minutes",
-                "patrol_night_minutes",
-                "patrol_visits",
-                "hours_since_last_visit",
-            ),
+            _fields(text, *PATROL_FIELDS),
             show="patrol" in on,
             # Grid choropleth and patrol dosage draw the same polygons: embed them once.
             share=choropleth if data.areas is data.grids else None,
             style_key="_p",
+            url=urls.get("grids"),
         ),
     )
     if data.tracks is not None:
@@ -405,10 +444,12 @@ __all__ = [
     "DEFAULT_LAYERS",
     "DEFAULT_TEXT",
     "LAYERS",
+    "PATROL_FIELDS",
     "Basemap",
     "MapData",
     "base_map",
     "build_map",
     "empty_frame",
     "map_html",
+    "polygon_collection",
 ]

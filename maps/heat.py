@@ -181,7 +181,9 @@ class WeeklyHeatLayer(JSCSSMixin, folium.map.Layer):
 
     Parameters
     ----------
-    weekly : WeeklyCounts
+    weekly : WeeklyCounts or str
+        The counts, or the same-origin URL answering their :func:`weekly_heat_payload`
+        (fetched when the layer is first switched on).
     name : str
         Name in the layer control and title of the slider.
     show : bool
@@ -198,10 +200,10 @@ class WeeklyHeatLayer(JSCSSMixin, folium.map.Layer):
     )
     default_js = [("leaflet-heat.js", "leaflet-heat.js")]
 
-    def __init__(self, weekly: WeeklyCounts, name: str, show: bool = True) -> None:
+    def __init__(self, weekly: WeeklyCounts | str, name: str, show: bool = True) -> None:
         super().__init__(name=name, overlay=True, control=True, show=show)
         self._name = "WeeklyHeatLayer"
-        self.data = weekly_heat_payload(weekly)
+        self.data = weekly if isinstance(weekly, str) else weekly_heat_payload(weekly)
         self.options = {
             "title": name,
             "radius": 22,

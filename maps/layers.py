@@ -26,6 +26,12 @@ from jinja2.utils import htmlsafe_json_dumps
 COORD_DIGITS = 5
 #: Simplification tolerance of map polygons, in degrees (about 5 m).
 SIMPLIFY_DEG = 0.00005
+#: Tolerance of ``shapely.coverage_simplify`` (Visvalingam–Whyatt) for areas that tile the
+#: map: at the same value it keeps about three times the vertices Douglas–Peucker keeps;
+#: this one keeps about as many as :data:`SIMPLIFY_DEG` (5,000 grids: 124,000 vertices).
+COVERAGE_SIMPLIFY_DEG = 0.0002
+#: Marks a FeatureCollection whose coordinates :func:`delta_encode` packed.
+DELTA_KEY = "gw_delta"
 
 NO_DATA = "#d9d9d9"
 #: Colour ramps, light to dark (ColorBrewer).
@@ -77,6 +83,11 @@ def class_breaks(values: Sequence[float | None], scale: MetricScale) -> list[flo
     if data.size == 0:
         return []
     k = len(scale.colours)
+    distinct = np.unique(np.round(data, scale.digits))
+    if distinct.size <= k:
+        # Few distinct values (a small county, counts of 1 and 2): quantiles would fall on
+        # the commonest value and leave one class; give each value its own class instead.
+        return [float(c) for c in distinct[1:]]
     cuts = np.unique(np.round(np.quantile(data, np.linspace(0, 1, k + 1)[1:-1]), scale.digits))
     return [float(c) for c in cuts if c > data.min()]
 
@@ -130,9 +141,25 @@ def _round_coords(coords: np.ndarray) -> np.ndarray:
     return np.round(coords, COORD_DIGITS)
 
 
-def display_geometry(geometries: gpd.GeoSeries, tolerance: float = SIMPLIFY_DEG) -> np.ndarray:
-    """Simplify and round geometries for a map (WGS84 in, WGS84 out)."""
-    values = shapely.simplify(np.asarray(geometries.values, dtype=object), tolerance)
+def display_geometry(
+    geometries: gpd.GeoSeries, tolerance: float = SIMPLIFY_DEG, coverage: bool = False
+) -> np.ndarray:
+    """Simplify and round geometries for a map (WGS84 in, WGS84 out).
+
+    With ``coverage`` (areas that tile the map without overlaps, such as the grids of one
+    level) the shared boundaries are simplified once for both neighbours
+    (``shapely.coverage_simplify``), so no gap or sliver opens between them; geometries that
+    turn out not to be a valid coverage are simplified one by one.
+    """
+    values = np.asarray(geometries.values, dtype=object)
+    if coverage and len(values):
+        present = ~(shapely.is_missing(values) | shapely.is_empty(values))
+        parts = values[present]
+        if len(parts) and bool(shapely.coverage_is_valid(parts)):
+            values = values.copy()
+            values[present] = shapely.coverage_simplify(parts, tolerance)
+            return shapely.transform(values, _round_coords)
+    values = shapely.simplify(values, tolerance)
     return shapely.transform(values, _round_coords)
 
 
@@ -151,13 +178,14 @@ def feature_collection(
     properties: Sequence[str],
     style_index: Sequence[int | None] | None = None,
     tolerance: float = SIMPLIFY_DEG,
+    coverage: bool = False,
 ) -> dict[str, Any]:
     """Return ``frame`` as a GeoJSON FeatureCollection of rounded, simplified features.
 
     Only the ``properties`` columns are kept; ``style_index`` adds ``_s`` to each feature.
-    Empty geometries are left out.
+    Empty geometries are left out. ``coverage``: see :func:`display_geometry`.
     """
-    geometries = display_geometry(frame.geometry, tolerance)
+    geometries = display_geometry(frame.geometry, tolerance, coverage)
     records = frame[list(properties)].to_dict("records") if len(frame) else []
     features = []
     for i, (geometry, record) in enumerate(zip(geometries, records, strict=True)):
@@ -331,6 +359,7 @@ def choropleth_layer(
     show: bool = True,
     share: GeoJsonLayer | None = None,
     style_key: str = "_s",
+    url: str | None = None,
 ) -> tuple[GeoJsonLayer, Legend]:
     """Colour the areas of ``frame`` by ``column`` in classes (quantiles or fixed breaks).
 
@@ -348,15 +377,18 @@ def choropleth_layer(
         A layer with embedded data over the same areas (matched by ``code``): this layer adds
         its properties and style index (``style_key``) to those features and draws them, so
         the geometry is in the page once.
+    url : str, optional
+        Embed nothing: the layer fetches its features from this same-origin URL when it is
+        first switched on; the URL answers :func:`choropleth_collection` of the same
+        arguments (several layers may share one URL: it is fetched once).
     """
     scale = scale or METRICS.get(column, MetricScale(YELLOW_RED))
-    values = [_json_value(v) for v in frame[column]] if len(frame) else []
-    breaks = class_breaks(values, scale)
-    ramp = ramp_for(len(breaks) + 1, scale.colours)
-    index = _style_index([classify(v, breaks) for v in values])
+    breaks, ramp, index = choropleth_classes(frame, column, scale)
     keep = list(dict.fromkeys([f[0] for f in fields] + [column]))
     styles = fill_styles(ramp)
-    if share is not None and share.data is not None:
+    if url is not None:
+        layer = GeoJsonLayer(None, styles, fields, name, show, style_key=style_key, url=url)
+    elif share is not None and share.data is not None:
         extra = frame[keep].assign(**{style_key: index}).set_index(frame["code"])
         by_code = {str(code): row for code, row in extra.to_dict("index").items()}
         for feature in share.data["features"]:
@@ -366,10 +398,116 @@ def choropleth_layer(
             None, styles, fields, name, show, style_key=style_key, data_from=share
         )
     else:
-        data = feature_collection(frame, keep, index)
+        data = feature_collection(frame, keep, index, coverage=True)
         layer = GeoJsonLayer(data, styles, fields, name, show, style_key=style_key)
     items = legend_items(breaks, ramp, scale.digits, scale.integer)
     return layer, Legend(layer, legend_title, items)
+
+
+def choropleth_classes(
+    frame: gpd.GeoDataFrame, column: str, scale: MetricScale | None = None
+) -> tuple[list[float], list[str], list[int]]:
+    """Return the class breaks, colours and per-row style index of ``frame[column]``."""
+    scale = scale or METRICS.get(column, MetricScale(YELLOW_RED))
+    values = [_json_value(v) for v in frame[column]] if len(frame) else []
+    breaks = class_breaks(values, scale)
+    ramp = ramp_for(len(breaks) + 1, scale.colours)
+    return breaks, ramp, _style_index([classify(v, breaks) for v in values])
+
+
+def choropleth_collection(
+    frame: gpd.GeoDataFrame, styled: Mapping[str, tuple[str, Sequence[str]]]
+) -> dict[str, Any]:
+    """Return the features of ``frame`` for one or more choropleths drawing the same areas.
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        The areas (WGS84), one level: a coverage, simplified without gaps between them.
+    styled : mapping
+        ``{style_key: (column, properties)}``: each choropleth's style index under its key
+        (the classes :func:`choropleth_layer` gives the same frame and column) and the
+        properties its tooltip shows.
+
+    Returns
+    -------
+    dict
+        A FeatureCollection with delta-encoded coordinates (:func:`delta_encode`).
+    """
+    keep: list[str] = ["code"]
+    for column, properties in styled.values():
+        keep += [*properties, column]
+    keep = list(dict.fromkeys(keep))
+    collection = feature_collection(frame, keep, tolerance=COVERAGE_SIMPLIFY_DEG, coverage=True)
+    # feature_collection leaves out empty geometries: match the indexes by code.
+    indexes = {
+        key: dict(
+            zip(frame["code"].astype(str), choropleth_classes(frame, column)[2], strict=True)
+        )
+        for key, (column, _) in styled.items()
+    }
+    for feature in collection["features"]:
+        code = str(feature["properties"].get("code"))
+        for key, by_code in indexes.items():
+            feature["properties"][key] = by_code.get(code, 0)
+    return delta_encode(collection)
+
+
+def _delta_ring(ring: Sequence[Sequence[float]], scale: float) -> list[int]:
+    flat: list[int] = []
+    previous_x = previous_y = 0
+    for x, y in ring:
+        ix, iy = round(x * scale), round(y * scale)
+        flat += [ix - previous_x, iy - previous_y]
+        previous_x, previous_y = ix, iy
+    return flat
+
+
+def delta_encode(collection: dict[str, Any], digits: int = COORD_DIGITS) -> dict[str, Any]:
+    """Pack the polygon coordinates of a FeatureCollection as integer deltas (in place).
+
+    Each ring becomes a flat list of integers: its first point in units of ``10**-digits``
+    degrees, then each point's difference from the one before (TopoJSON's quantised delta
+    encoding, without shared arcs): ``[104.12345, 30.1]`` then ``[104.12346, 30.10001]`` is
+    ``[10412345, 3010000, 1, 1]``, a third of the bytes. The collection gets
+    ``{DELTA_KEY: digits}``; ``gridwatch-map.js`` unpacks it before drawing. Only
+    ``Polygon`` and ``MultiPolygon`` geometries are packed.
+    """
+    scale = 10.0**digits
+    for feature in collection["features"]:
+        geometry = feature.get("geometry") or {}
+        if geometry.get("type") == "Polygon":
+            geometry["coordinates"] = [_delta_ring(r, scale) for r in geometry["coordinates"]]
+        elif geometry.get("type") == "MultiPolygon":
+            geometry["coordinates"] = [
+                [_delta_ring(r, scale) for r in polygon] for polygon in geometry["coordinates"]
+            ]
+    collection[DELTA_KEY] = digits
+    return collection
+
+
+def delta_decode(collection: dict[str, Any]) -> dict[str, Any]:
+    """Undo :func:`delta_encode` (in place); what the map's script does in the browser."""
+    digits = collection.pop(DELTA_KEY, None)
+    if digits is None:
+        return collection
+    scale = 10.0**digits
+
+    def ring(flat: Sequence[int]) -> list[list[float]]:
+        x = y = 0
+        points = []
+        for i in range(0, len(flat) - 1, 2):
+            x, y = x + flat[i], y + flat[i + 1]
+            points.append([x / scale, y / scale])
+        return points
+
+    for feature in collection["features"]:
+        geometry = feature.get("geometry") or {}
+        if geometry.get("type") == "Polygon":
+            geometry["coordinates"] = [ring(r) for r in geometry["coordinates"]]
+        elif geometry.get("type") == "MultiPolygon":
+            geometry["coordinates"] = [[ring(r) for r in p] for p in geometry["coordinates"]]
+    return collection
 
 
 def hotspot_layer(
@@ -423,6 +561,8 @@ def blind_spot_layer(
 
 __all__ = [
     "BLIND_SPOT_COLOUR",
+    "COVERAGE_SIMPLIFY_DEG",
+    "DELTA_KEY",
     "HOTSPOT_COLOURS",
     "METRICS",
     "NO_DATA",
@@ -432,9 +572,13 @@ __all__ = [
     "ReadyFlag",
     "ScaleBar",
     "blind_spot_layer",
+    "choropleth_classes",
+    "choropleth_collection",
     "choropleth_layer",
     "class_breaks",
     "classify",
+    "delta_decode",
+    "delta_encode",
     "display_geometry",
     "feature_collection",
     "fill_styles",

@@ -297,3 +297,46 @@ def test_command_screen_shows_its_map_and_panels(browser_session: BrowserSession
     page.screenshot(path=str(ARTIFACTS / "screen.png"))
     page.close()
     browser_session.assert_clean("/static/js/screen.js", "/map/frame")
+
+
+#: The bounds [west, south, east, north] of the first GeoJSON layer holding ``count`` shapes.
+GEOJSON_BOUNDS_JS = """
+(count) => {
+  for (const key of Object.keys(window)) {
+    const layer = key.startsWith("geo_json_layer_") ? window[key] : null;
+    if (layer && layer.getLayers && layer.getLayers().length === count) {
+      const b = layer.getBounds();
+      return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];
+    }
+  }
+  return null;
+}
+"""
+
+
+def test_map_fetches_unpacks_and_draws_the_choropleth(browser_session: BrowserSession) -> None:
+    """The grid polygons come from /map/layers/polygons.json, delta-encoded, when switched on."""
+    browser_session.start_counting()
+    page = browser_session.open(f"/map?period={PERIOD}&level=grid&layers=choropleth")
+    frame = _map_frame(page, "iframe.map-frame")
+    handle = frame.wait_for_function(GEOJSON_BOUNDS_JS, arg=4, polling="raf")
+    west, south, east, north = handle.json_value()
+    # The web county's four 0.01° grids: decoded back to degrees, not left as integers.
+    assert (west, south, east, north) == pytest.approx((104.0, 30.0, 104.02, 30.02), abs=1e-4)
+    page.close()
+    browser_session.assert_clean("/map/frame", "/map/layers/polygons.json")
+
+
+def test_weekly_heat_slider_loads_its_weeks_when_switched_on(
+    browser_session: BrowserSession,
+) -> None:
+    browser_session.start_counting()
+    page = browser_session.open(f"/map?period={PERIOD}&level=grid&layers=heat_weeks")
+    handle = page.wait_for_selector("iframe.map-frame", state="attached")
+    frame = handle.content_frame()
+    assert frame is not None
+    frame.wait_for_selector(".gw-slider .gw-slider-label")
+    # Opens on the newest of the eight weeks that end the quarter.
+    assert frame.locator(".gw-slider-label").inner_text().startswith("2026-W40")
+    page.close()
+    browser_session.assert_clean("/map/frame", "/map/layers/weeks.json")

@@ -15,6 +15,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from folium.plugins import Fullscreen, MarkerCluster
 from shapely.geometry import box
 
@@ -515,3 +516,99 @@ def test_heat_slider_weeks_end_with_the_last_complete_week():
     assert [w.label for w in weeks] == [f"2026-W{n}" for n in range(40, 48)]
     # A past quarter ends with the week of its last day (Wednesday 30 September).
     assert last_weeks("2026Q3", date(2026, 11, 23))[-1].label == "2026-W40"
+
+
+# -- lighter choropleths ---------------------------------------------------------------------
+
+
+def test_few_distinct_values_get_a_class_each():
+    """Counts 2, 1, 1, 1: quantiles would all fall on 1 and colour every grid alike."""
+    scale = METRICS["incidents"]
+    breaks = class_breaks([2, 1, 1, 1], scale)
+    assert breaks == [2.0]
+    assert [classify(v, breaks) for v in (2, 1, 1, 1)] == [1, 0, 0, 0]
+    from gridwatch.maps.layers import legend_items
+
+    rows = legend_items(breaks, scale.colours, scale.digits, scale.integer)
+    assert [text for _, text in rows] == ["≤ 1", "≥ 2"]
+    assert class_breaks([0.5, 2.5, 7.0], METRICS["incidents_per_1000"]) == [2.5, 7.0]
+    assert class_breaks([4, 4, 4], scale) == []  # one value: one class, nothing to tell apart
+    # Many distinct values still get quantile classes, one per colour at most.
+    many = class_breaks(list(range(100)), scale)
+    assert len(many) == len(scale.colours) - 1
+
+
+def wiggly_neighbours() -> gpd.GeoDataFrame:
+    """Two cells sharing a boundary of 200 small zig-zags (about 1 m each)."""
+    xs = np.linspace(104.0, 104.01, 201)
+    zig = 30.005 + np.where(np.arange(201) % 2, 0.00001, -0.00001)
+    edge = list(zip(xs, zig, strict=True))
+    south = shapely.Polygon([(104.0, 30.0), (104.01, 30.0), *edge[::-1]])
+    north = shapely.Polygon([*edge, (104.01, 30.01), (104.0, 30.01)])
+    return gpd.GeoDataFrame(
+        {"code": ["s", "n"], "v": [1, 2]}, geometry=[south, north], crs="EPSG:4326"
+    )
+
+
+def test_coverage_simplification_keeps_neighbours_touching():
+    frame = wiggly_neighbours()
+    collection = feature_collection(frame, ["code"], tolerance=0.0001, coverage=True)
+    shapes = [shapely.geometry.shape(f["geometry"]) for f in collection["features"]]
+    vertices = sum(len(shapely.get_coordinates(s)) for s in shapes)
+    assert vertices < 40  # the zig-zag is gone
+    # No gap and no overlap: the two simplified cells still tile the original square.
+    union = shapely.union_all(shapes)
+    assert union.area == pytest.approx(0.0001, rel=1e-6)
+    assert shapes[0].intersection(shapes[1]).area == pytest.approx(0, abs=1e-12)
+    # They share the simplified boundary, vertex for vertex.
+    shared = shapes[0].boundary.intersection(shapes[1].boundary)
+    assert shared.length == pytest.approx(0.01, rel=1e-3)
+
+
+def test_polygons_from_urls_are_not_embedded_and_their_answer_matches():
+    from gridwatch.maps.builder import polygon_collection
+
+    url = "/map/layers/polygons.json?which=grids"
+    fmap = build_map(
+        map_data(polygons={"areas": url, "grids": url}), shown=["choropleth", "patrol"]
+    )
+    html = map_html(fmap)
+    assert html.count(f"GridWatchMap.lazyGeoJson({json.dumps(url)}") == 2
+    assert '"code":"g3"' not in html  # neither a hot spot nor a blind spot: only fetched
+    # The legend is still computed from the figures, and the fetched classes match it.
+    answer = polygon_collection(map_data(), "incidents", "grids")
+    by_code = {f["properties"]["code"]: f["properties"] for f in answer["features"]}
+    embedded = map_html(build_map(map_data(), shown=["choropleth", "patrol"]))
+    data = json.loads(re.search(r"var \w+_data = (\{.*?\});\n", embedded).group(1))
+    for feature in data["features"]:
+        code = feature["properties"]["code"]
+        assert by_code[code]["_s"] == feature["properties"]["_s"]
+        assert by_code[code]["_p"] == feature["properties"]["_p"]
+    assert by_code["g1"]["name"] == HOSTILE  # escaped when served, drawn with textContent
+    with pytest.raises(ValueError):
+        polygon_collection(map_data(), "incidents", "cameras")
+
+
+def test_delta_encoding_round_trips_and_is_smaller():
+    import copy
+
+    from gridwatch.maps.layers import DELTA_KEY, delta_decode, delta_encode
+
+    frame = wiggly_neighbours()
+    frame.loc[1, "geometry"] = shapely.MultiPolygon(
+        [frame.geometry[1], box(105, 31, 105.01, 31.01)]
+    )
+    plain = feature_collection(frame, ["code"], tolerance=0.0)  # keep the 200 zig-zags
+    packed = delta_encode(copy.deepcopy(plain))
+    assert packed[DELTA_KEY] == 5
+    first_ring = packed["features"][0]["geometry"]["coordinates"][0]
+    assert all(isinstance(v, int) for v in first_ring)
+    assert first_ring[:2] == [10400000, 3000000]  # the first point whole, then differences
+    assert max(abs(v) for v in first_ring[2:]) <= 1000
+    assert len(json.dumps(packed)) < len(json.dumps(plain)) / 2.5
+    unpacked = delta_decode(packed)
+    assert DELTA_KEY not in unpacked
+    for mine, theirs in zip(unpacked["features"], plain["features"], strict=True):
+        a = np.asarray(shapely.get_coordinates(shapely.geometry.shape(mine["geometry"])))
+        b = np.asarray(shapely.get_coordinates(shapely.geometry.shape(theirs["geometry"])))
+        np.testing.assert_allclose(a, b, atol=1e-9)

@@ -7,6 +7,7 @@ is loaded from another host, and MBTiles tiles are served with the TMS row flip.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sqlite3
@@ -56,6 +57,22 @@ def codes_in(geojson: dict) -> set[str]:
     }
 
 
+def polygon_urls(html: str) -> list[str]:
+    """The URLs the document's choropleth and patrol layers fetch their polygons from."""
+    found = re.findall(r'GridWatchMap\.lazyGeoJson\(("/map/layers/polygons\.json\?[^"]+")', html)
+    return sorted({json.loads(url) for url in found})
+
+
+def fetched_polygons(client, html: str) -> str:
+    """The bodies of every polygon URL of a map document, as the browser would fetch them."""
+    bodies = []
+    for url in polygon_urls(html):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        bodies.append(response.get_data(as_text=True))
+    return "\n".join(bodies)
+
+
 def app_with(web_settings, **overrides):
     """The app on the test's database copy with extra ``GRIDWATCH_*`` settings."""
     from conftest import make_settings
@@ -99,7 +116,9 @@ def test_area_page_embeds_its_own_map(client):
     src = re.search(r'<iframe class="map-frame map-frame-small"[^>]*src="([^"]+)"', page, re.S)
     assert src and f"area={VILLAGE_A}" in src.group(1)
     html = client.get(src.group(1).replace("&amp;", "&")).get_data(as_text=True)
-    assert all(f'"code":"{code}"' in html for code in GRIDS_A)
+    polygons = fetched_polygons(client, html)
+    assert all(f'"code":"{code}"' in polygons for code in GRIDS_A)
+    assert not any(code in polygons for code in GRIDS_B)
 
 
 # -- the map document: nonce CSP, no other host, escaping ------------------------------------
@@ -149,8 +168,10 @@ def test_hostile_area_names_stay_text_in_the_map(client):
     login(client, "county")
     html = frame(client, level="village").get_data(as_text=True)
     assert HOSTILE_NAME not in html and "<script>alert" not in html
-    assert "\\u003cscript\\u003ealert" in html
     assert html.count("<script") == html.count("</script>")
+    polygons = fetched_polygons(client, html)
+    assert HOSTILE_NAME not in polygons and "<script>alert" not in polygons
+    assert "\\u003cscript\\u003ealert" in polygons
 
 
 # -- jurisdiction ----------------------------------------------------------------------------
@@ -159,14 +180,15 @@ def test_hostile_area_names_stay_text_in_the_map(client):
 def test_township_map_holds_only_its_own_grids(client):
     login(client, "town_a")
     html = frame(client).get_data(as_text=True)
+    polygons = fetched_polygons(client, html)
     for code in GRIDS_A:
-        assert f'"code":"{code}"' in html
+        assert f'"code":"{code}"' in polygons
     for code in (*GRIDS_B, TOWNSHIP_B, VILLAGE_B):
-        assert code not in html
-    assert "西一村" not in html and "西山乡" not in html
+        assert code not in html and code not in polygons
+    assert "西一村" not in html + polygons and "西山乡" not in html + polygons
     # The county-wide density raster is not theirs: their heat comes from their own grids.
     assert "L.imageOverlay" not in html and "L.heatLayer" in html
-    village = frame(client, level="village").get_data(as_text=True)
+    village = fetched_polygons(client, frame(client, level="village").get_data(as_text=True))
     assert VILLAGE_A in village and VILLAGE_B not in village
 
 
@@ -174,8 +196,9 @@ def test_county_map_draws_the_density_raster(client):
     login(client, "county")
     html = frame(client).get_data(as_text=True)
     assert "L.imageOverlay" in html and "data:image/png;base64," in html
+    polygons = fetched_polygons(client, html)
     for code in (*GRIDS_A, *GRIDS_B):
-        assert f'"code":"{code}"' in html
+        assert f'"code":"{code}"' in polygons
 
 
 @pytest.mark.parametrize("path", ["/map", "/map/frame", *GEO_PATHS])
@@ -488,7 +511,10 @@ def test_patrol_tracks_are_scoped_recent_and_simplified(client, field_data):
 def test_weekly_heat_holds_pre_binned_counts_of_the_users_grids(client, field_data):
     login(client, "town_a")
     html = frame(client, layers="heat_weeks").get_data(as_text=True)
-    heat = script_arg(html, "heatWeeks")
+    # Fetched when the layer is switched on, not embedded in the document.
+    url = script_arg(html, "heatWeeks")
+    assert url == f"/map/layers/weeks.json?period={PERIOD}"
+    heat = layer_json(client, "weeks", period=PERIOD)
     labels = [week[0] for week in heat["weeks"]]
     # The eight weeks up to the end of 2026Q3 (Wednesday 30 September: week 40).
     assert len(labels) == 8 and labels[-1].startswith("2026-W40 (09-28")
@@ -497,12 +523,14 @@ def test_weekly_heat_holds_pre_binned_counts_of_the_users_grids(client, field_da
     ((lat, lon),) = heat["points"]
     assert 30.0 < lat < 30.01 and 104.0 < lon < 104.01  # inside grid A1
     assert [week[1:] for week in heat["weeks"]] == [[[], []]] * 3 + [[[0], [1.0]]] + [[[], []]] * 4
-    assert f"{lat:.3f}" in html and "GridWatchMap.heatWeeks(" in html
+    assert "GridWatchMap.heatWeeks(" in html and '"weeks":' not in html
     # Township B's grids are never part of it.
     town_b = client.application.test_client()
     login(town_b, "town_b")
-    heat_b = script_arg(frame(town_b, layers="heat_weeks").get_data(as_text=True), "heatWeeks")
+    heat_b = layer_json(town_b, "weeks", period=PERIOD)
     assert heat_b["points"] == [] and all(week[1] == [] for week in heat_b["weeks"])
+    assert town_b.get(f"/map/layers/weeks.json?area={TOWNSHIP_A}").status_code == 404
+    assert town_b.get("/map/layers/weeks.json?group=nonsense").status_code == 400
 
 
 def test_hostile_camera_and_team_names_stay_text(client, field_data):
@@ -514,3 +542,103 @@ def test_hostile_camera_and_team_names_stay_text(client, field_data):
         # JSON, never HTML: a browser does not sniff it into a document.
         assert response.mimetype == "application/json"
         assert response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+# -- choropleth polygons fetched on demand ---------------------------------------------------
+
+
+def legend_texts(html: str) -> list[list[str]]:
+    """The rows of every legend of a map document."""
+    specs = re.findall(r"GridWatchMap\.legend\(\w+, \w+,\s*(\{.*?\})\);", html, re.S)
+    return [[item[1] for item in json.loads(spec)["items"]] for spec in specs]
+
+
+def test_heat_map_embeds_no_choropleth_polygons(client):
+    login(client, "county")
+    html = frame(client, layers="heat").get_data(as_text=True)
+    # The grids are in the document only as the weekly heat's points, never as polygons.
+    assert '"type":"Polygon"' not in html and '"type":"MultiPolygon"' not in html
+    urls = polygon_urls(html)
+    # At grid level the choropleth and the patrol dosage draw one answer, fetched once.
+    assert len(urls) == 1 and "which=grids" in urls[0]
+    response = client.get(urls[0], headers={"Accept-Encoding": "gzip"})
+    assert response.headers["Content-Encoding"] == "gzip"
+    collection = json.loads(gzip.decompress(response.get_data()))
+    assert {f["properties"]["code"] for f in collection["features"]} == {*GRIDS_A, *GRIDS_B}
+    # Both layers' classes and tooltips ride on the same features.
+    properties = collection["features"][0]["properties"]
+    assert {"_s", "_p", "name", "incidents", "patrol_minutes"} <= set(properties)
+    village = polygon_urls(frame(client, layers="heat", level="village").get_data(as_text=True))
+    assert len(village) == 2 and any("which=areas" in url for url in village)
+
+
+def test_polygon_layer_is_scoped_and_checked(client):
+    assert client.get("/map/layers/polygons.json?which=grids").status_code in (302, 401)
+    login(client, "town_a")
+    body = client.get(f"/map/layers/polygons.json?which=grids&period={PERIOD}").get_json()
+    assert codes_in(body) == set(GRIDS_A)
+    villages = client.get(
+        f"/map/layers/polygons.json?which=areas&level=village&period={PERIOD}"
+    ).get_json()
+    assert codes_in(villages) == {VILLAGE_A}
+    other = f"/map/layers/polygons.json?which=grids&period={PERIOD}&area={TOWNSHIP_B}"
+    assert client.get(other).status_code == 404
+    assert client.get("/map/layers/polygons.json?which=cameras").status_code == 400
+    assert client.get("/map/layers/polygons.json?which=grids&metric=x").status_code == 400
+
+
+def test_polygon_layer_escapes_hostile_names(client):
+    login(client, "county")
+    response = client.get(f"/map/layers/polygons.json?which=areas&level=village&period={PERIOD}")
+    text = response.get_data(as_text=True)
+    assert "<script>" not in text and "\\u003cscript\\u003e" in text
+    names = {f["properties"]["name"] for f in response.get_json()["features"]}
+    assert HOSTILE_NAME in names
+
+
+def test_grid_choropleth_tells_apart_few_distinct_counts(client):
+    """2026Q3: grids hold 2, 1, 1 and 1 incidents; the 2 must not look like the 1s."""
+    login(client, "county")
+    html = frame(client, layers="choropleth").get_data(as_text=True)
+    collection = json.loads(fetched_polygons(client, html))
+    counts = {
+        f["properties"]["code"]: f["properties"]["incidents"] for f in collection["features"]
+    }
+    styles = {f["properties"]["code"]: f["properties"]["_s"] for f in collection["features"]}
+    assert sorted(counts.values()) == [1, 1, 1, 2]
+    busiest = max(counts, key=counts.__getitem__)
+    assert len({styles[code] for code in counts if code != busiest}) == 1
+    assert styles[busiest] > max(styles[code] for code in counts if code != busiest)
+    choropleth_legend = legend_texts(html)[0]
+    assert choropleth_legend == ["≤ 1", "≥ 2"]
+
+
+def test_screen_map_fetches_its_polygons_with_its_token(app, client):
+    from gridwatch.accounts import issue_token
+
+    token = issue_token(app.extensions["gridwatch"].engine, "screen")
+    query = {"period": PERIOD, "layers": "choropleth", "token": token}
+    html = client.get("/map/frame", query_string=query).get_data(as_text=True)
+    urls = polygon_urls(html)
+    assert urls and all(f"token={token}" in url for url in urls)
+    assert codes_in(client.get(urls[0]).get_json()) == {*GRIDS_A, *GRIDS_B}
+    # A signed-in user with the same view never gets the token-bearing cached document.
+    login(client, "county")
+    mine = client.get("/map/frame", query_string={**query, "token": ""})
+    assert token not in mine.get_data(as_text=True)
+
+
+def test_map_page_weight_is_bounded(client):
+    """The county's heat-map page with every asset, as a browser would fetch it."""
+    login(client, "county")
+    page = client.get("/map", query_string={"period": PERIOD, "layers": "heat"})
+    html = page.get_data(as_text=True)
+    src = re.search(r'<iframe class="map-frame" src="([^"]+)"', html).group(1)
+    document = client.get(src.replace("&amp;", "&")).get_data(as_text=True)
+    assets = set(re.findall(r"<(?:script|link)\b[^>]*?(?:src|href)=\"(/[^\"]+)\"", html))
+    assets |= set(re.findall(r"<(?:script|link)\b[^>]*?(?:src|href)=\"(/[^\"]+)\"", document))
+    sizes = {url: len(client.get(url).get_data()) for url in assets}
+    total = len(html.encode()) + len(document.encode()) + sum(sizes.values())
+    # Leaflet and the plugins are most of it; the four grids add a few kB at most.
+    assert len(document.encode()) < 30_000, len(document.encode())
+    assert total < 400_000, (total, sizes)

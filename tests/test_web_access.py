@@ -204,3 +204,73 @@ def test_hostile_user_names_are_escaped(client, app):
     for path in ("/admin/users", "/admin/audit"):
         html = client.get(path).get_data(as_text=True)
         assert "<b>evil</b>" not in html and "&lt;b&gt;evil&lt;/b&gt;" in html
+
+
+# -- the per-process tree cache ---------------------------------------------------------------
+
+
+def _import_grids(app, tmp_path, name: str, rows) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from gridwatch.ingest import import_file
+
+    frame = gpd.GeoDataFrame(
+        {
+            "code": [r[0] for r in rows],
+            "name": [r[1] for r in rows],
+            "level": ["grid"] * len(rows),
+            "parent_code": [r[2] for r in rows],
+            "population": [100] * len(rows),
+        },
+        geometry=[box(*r[3]) for r in rows],
+        crs="EPSG:4326",
+    )
+    path = tmp_path / name
+    frame.to_file(path, driver="GeoJSON")
+    state = app.extensions["gridwatch"]
+    summary = import_file("grids", path, state.settings, state.engine)
+    assert summary.rejected == 0
+
+
+def test_tree_is_cached_per_process_and_reloaded_after_a_grids_import(app, client, tmp_path):
+    from gridwatch.web.access import TREE_CACHE_KEY
+
+    login(client, "town_a")
+    new_code = VILLAGE_A + "009"
+    assert client.get(f"/api/v1/areas/{new_code}").status_code == 404
+    cache = app.extensions[TREE_CACHE_KEY]
+    loads = cache.loads
+    for _ in range(3):
+        assert client.get(f"/api/v1/areas/{GRIDS_A[0]}").status_code == 200
+    assert cache.loads == loads  # no import: no reload
+
+    # A new grid in township A: seen at once, by the next request.
+    cell = (104.0, 29.99, 104.01, 30.0)
+    _import_grids(app, tmp_path, "new.geojson", [(new_code, "新网格", VILLAGE_A, cell)])
+    assert client.get(f"/api/v1/areas/{new_code}").status_code == 200
+    assert cache.loads == loads + 1
+
+    # A new grid in township B: in the tree at once, outside town_a's jurisdiction.
+    other = VILLAGE_B + "009"
+    cell_b = (104.0, 30.02, 104.01, 30.03)
+    _import_grids(app, tmp_path, "other.geojson", [(other, "西新网格", VILLAGE_B, cell_b)])
+    codes = {a["code"] for a in client.get("/api/v1/areas?level=grid").get_json()}
+    assert codes == {*GRIDS_A, new_code}
+    assert client.get(f"/api/v1/areas/{other}").status_code == 404
+    assert cache.loads == loads + 2
+
+
+def test_tree_signature_changes_with_every_grids_import(app, tmp_path):
+    from gridwatch.areas import tree_signature
+
+    engine = app.extensions["gridwatch"].engine
+    before = tree_signature(engine)
+    assert tree_signature(engine) == before
+    cell = (104.02, 30.0, 104.03, 30.01)
+    _import_grids(app, tmp_path, "a.geojson", [(VILLAGE_A + "008", "甲", VILLAGE_A, cell)])
+    after = tree_signature(engine)
+    assert after != before
+    # The same file again adds nothing, yet its finished batch changes the signature.
+    _import_grids(app, tmp_path, "a.geojson", [(VILLAGE_A + "008", "甲", VILLAGE_A, cell)])
+    assert tree_signature(engine) != after

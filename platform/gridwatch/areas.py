@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from gridwatch.storage.db import session_scope
-from gridwatch.storage.models import Area, Station, StationTownship
+from gridwatch.storage.models import Area, ImportBatch, Station, StationTownship
 
 #: Decimal places of published coordinates (about 0.1 m): enough for any map, and stable.
 COORD_DIGITS = 6
@@ -39,8 +39,12 @@ class AreaTree:
     nodes: dict[int, AreaNode]
     by_code: dict[str, AreaNode] = field(init=False)
     children: dict[int | None, list[int]] = field(init=False)
+    #: Values derived from this tree alone (e.g. a county user's jurisdiction), kept with it
+    #: so they go when a changed tree replaces it.
+    derived: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.derived = {}
         self.by_code = {node.code: node for node in self.nodes.values()}
         self.children = {}
         for node in sorted(self.nodes.values(), key=lambda n: n.code):
@@ -82,6 +86,60 @@ def load_tree(engine: Engine) -> AreaTree:
             select(Area.id, Area.code, Area.name, Area.level, Area.parent_id, Area.population)
         ).all()
     return AreaTree({row.id: AreaNode(*row) for row in rows})
+
+
+#: Import kinds that write the ``areas`` table.
+AREA_IMPORT_KINDS = ("grids",)
+
+
+def tree_signature(engine: Engine) -> tuple[Any, ...]:
+    """Return a cheap fingerprint of the administrative tree (one row, no geometry).
+
+    It changes whenever areas are added or removed (count, newest id) and whenever an import
+    of areas finishes (the newest ``grids`` batch and its ``finished_at``: a file that adds
+    no row may still link areas to parents), and the only writer of areas is that importer.
+    A cache of :func:`load_tree` keyed by it never serves a tree older than the last
+    finished grids import; read the signature *before* the tree, so a change between the two
+    makes the next check reload. Every part is answered from an index (about 0.1 ms on
+    SQLite; ``max(areas.batch_id)`` would scan the geometries).
+    """
+    area_import = ImportBatch.kind.in_(AREA_IMPORT_KINDS)
+    query = select(
+        select(func.count()).select_from(Area).scalar_subquery(),
+        select(func.max(Area.id)).scalar_subquery(),
+        select(func.max(ImportBatch.id)).where(area_import).scalar_subquery(),
+        select(func.max(ImportBatch.finished_at)).where(area_import).scalar_subquery(),
+    )
+    with session_scope(engine) as session:
+        row = session.execute(query).one()
+    return tuple(row)
+
+
+class TreeCache:
+    """The administrative tree of one process, reloaded only when its signature changes.
+
+    Every request calls :meth:`get` once (one one-row query) instead of reading the 5,000+
+    areas; the tree returned must be treated as read-only, since requests share it.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple[Any, ...], AreaTree] | None = None
+        self.loads = 0
+
+    def get(self, engine: Engine) -> AreaTree:
+        """Return the current tree of ``engine``'s database."""
+        signature = tree_signature(engine)
+        entry = self._entry  # one read: another thread may replace it meanwhile
+        if entry is not None and entry[0] == signature:
+            return entry[1]
+        tree = load_tree(engine)
+        self.loads += 1
+        self._entry = (signature, tree)
+        return tree
+
+    def clear(self) -> None:
+        """Forget the cached tree."""
+        self._entry = None
 
 
 @dataclass(frozen=True)
@@ -214,11 +272,14 @@ def area_records(
 
 
 __all__ = [
+    "AREA_IMPORT_KINDS",
     "AreaNode",
     "AreaTree",
     "Jurisdiction",
+    "TreeCache",
     "area_records",
     "jurisdiction_of",
     "load_tree",
     "station_name",
+    "tree_signature",
 ]

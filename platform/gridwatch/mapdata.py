@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 
 from gridwatch.maps.builder import MapData, empty_frame
 from gridwatch.maps.cameras import camera_payload
-from gridwatch.maps.heat import DensityRaster, WeeklyCounts
+from gridwatch.maps.heat import DensityRaster, WeeklyCounts, weekly_heat_payload
 from gridwatch.maps.layers import feature_collection
 from gridwatch.maps.tracks import track_payload
 from gridwatch.periods import Period, parse_period, period_of
@@ -334,6 +334,24 @@ def tracks_json(
     return track_payload(patrol_pings(engine, area_ids, start, end, tz))
 
 
+def polygon_data(
+    engine: Engine, area_ids: Iterable[int], level: str, period: str, group: str | None = None
+) -> MapData:
+    """Return the choropleth's areas of ``level`` and the grids, with the metrics of ``period``.
+
+    What :func:`gridwatch.maps.builder.polygon_collection` needs (no other layer is read);
+    when ``level`` is ``grid`` the two frames are one object.
+    """
+    ids = set(area_ids)
+    grids = with_metrics(engine, area_frame(engine, ids, "grid"), "grid", period, group)
+    areas = (
+        grids
+        if level == "grid"
+        else with_metrics(engine, area_frame(engine, ids, level), level, period, group)
+    )
+    return MapData(areas=areas, grids=grids, blind_spots=empty_frame())
+
+
 def map_data(
     engine: Engine,
     area_ids: Iterable[int],
@@ -342,6 +360,8 @@ def map_data(
     group: str | None = None,
     raster_heat: bool = True,
     today: date | None = None,
+    blind_spots: bool = True,
+    weekly: bool = True,
 ) -> MapData:
     """Read everything the main map shows for the areas ``area_ids``.
 
@@ -364,26 +384,41 @@ def map_data(
     today : datetime.date, optional
         The local day (default: the machine's), which ends the weeks of the heat slider in
         the current period.
+    blind_spots : bool
+        Read the blind-spot polygons (``False`` when the page fetches them from a URL).
+    weekly : bool
+        Read the weeks of the heat slider (``False`` when the page fetches them from a URL:
+        :func:`weekly_heat_json`).
 
     Cameras and patrol tracks are not read here: they are fetched by the page when their
     layers are first switched on (:func:`cameras_json`, :func:`tracks_json`).
     """
     ids = set(area_ids)
-    grids = with_metrics(engine, area_frame(engine, ids, "grid"), "grid", period, group)
-    areas = (
-        grids
-        if level == "grid"
-        else with_metrics(engine, area_frame(engine, ids, level), level, period, group)
-    )
+    polygons = polygon_data(engine, ids, level, period, group)
+    areas, grids = polygons.areas, polygons.grids
     use_raster = raster_heat and group is None
     return MapData(
         areas=areas,
         grids=grids,
-        blind_spots=blind_spot_frame(engine, grids),
+        blind_spots=blind_spot_frame(engine, grids) if blind_spots else empty_frame(),
         density=density_raster(engine, grids) if use_raster else None,
         heat_from_grids=not use_raster,
-        weekly_heat=weekly_counts(engine, grids, period, today or date.today(), group),
+        weekly_heat=weekly_counts(engine, grids, period, today or date.today(), group)
+        if weekly
+        else None,
     )
+
+
+def weekly_heat_json(
+    engine: Engine, area_ids: Iterable[int], period: str, today: date, group: str | None = None
+) -> dict[str, Any]:
+    """Return the heat slider's payload for the grids among ``area_ids`` (no weeks before a run).
+
+    See :func:`weekly_counts` and :func:`gridwatch.maps.heat.weekly_heat_payload`.
+    """
+    grids = area_frame(engine, area_ids, "grid")
+    weekly = weekly_counts(engine, grids, period, today, group)
+    return weekly_heat_payload(weekly) if weekly is not None else {"points": [], "weeks": []}
 
 
 def metrics_geojson(
@@ -432,9 +467,11 @@ __all__ = [
     "track_window",
     "tracks_json",
     "weekly_counts",
+    "weekly_heat_json",
     "hotspots_geojson",
     "map_data",
     "metrics_geojson",
+    "polygon_data",
     "published_run_id",
     "with_metrics",
 ]

@@ -34,6 +34,63 @@
     return table;
   }
 
+  /* Unpacks coordinates packed as integer deltas (gridwatch.maps.layers.delta_encode): a ring
+   * [x0, y0, dx1, dy1, ...] in units of 10^-digits degrees becomes [[lon, lat], ...]. */
+  function deltaDecode(data) {
+    var digits = data && data.gw_delta;
+    if (digits === undefined || digits === null) {
+      return data;
+    }
+    var scale = Math.pow(10, digits);
+    function ring(flat) {
+      var points = [];
+      var x = 0;
+      var y = 0;
+      for (var i = 0; i + 1 < flat.length; i += 2) {
+        x += flat[i];
+        y += flat[i + 1];
+        points.push([x / scale, y / scale]);
+      }
+      return points;
+    }
+    data.features.forEach(function (feature) {
+      var geometry = feature.geometry;
+      if (!geometry) {
+        return;
+      }
+      if (geometry.type === 'Polygon') {
+        geometry.coordinates = geometry.coordinates.map(ring);
+      } else if (geometry.type === 'MultiPolygon') {
+        geometry.coordinates = geometry.coordinates.map(function (polygon) {
+          return polygon.map(ring);
+        });
+      }
+    });
+    delete data.gw_delta;
+    return data;
+  }
+
+  /* One request per URL however many layers draw its answer (the grid choropleth and the
+   * patrol dosage share their polygons); a failed request is forgotten, so it is retried. */
+  var fetched = {};
+  function fetchJson(url) {
+    if (!fetched[url]) {
+      fetched[url] = fetch(url, {credentials: 'same-origin', headers: {Accept: 'application/json'}})
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error(url + ': ' + response.status);
+          }
+          return response.json();
+        })
+        .then(deltaDecode)
+        .catch(function (error) {
+          delete fetched[url];
+          throw error;
+        });
+    }
+    return fetched[url];
+  }
+
   /* Calls build(data) with the layer's data: at once when ``source`` is the data itself, else
    * fetched from the URL ``source`` the first time ``layer`` is added to a map. */
   function withData(layer, source, build) {
@@ -47,13 +104,7 @@
         return;
       }
       requested = true;
-      fetch(source, {credentials: 'same-origin', headers: {Accept: 'application/json'}})
-        .then(function (response) {
-          if (!response.ok) {
-            throw new Error(source + ': ' + response.status);
-          }
-          return response.json();
-        })
+      fetchJson(source)
         .then(function (data) {
           build(data);
           layer.fire('gw:loaded');
@@ -147,13 +198,7 @@
           return;
         }
         requested = true;
-        fetch(url, {credentials: 'same-origin', headers: {Accept: 'application/json'}})
-          .then(function (response) {
-            if (!response.ok) {
-              throw new Error(url + ': ' + response.status);
-            }
-            return response.json();
-          })
+        fetchJson(url)
           .then(function (data) {
             layer.addData(data);
             layer.fire('gw:loaded');
@@ -308,15 +353,17 @@
       return group;
     },
 
-    /* Leaflet.heat over the weeks of ``data`` (gridwatch.maps.heat.weekly_heat_payload) with
-     * a slider and a play button, shown while the layer is on; opens on the newest week. */
-    heatWeeks: function (map, data, options) {
+    /* Leaflet.heat over the weeks of ``source`` (gridwatch.maps.heat.weekly_heat_payload, or
+     * its URL) with a slider and a play button, shown while the layer is on; opens on the
+     * newest week. */
+    heatWeeks: function (map, source, options) {
       var heat = L.heatLayer([], {
         radius: options.radius, blur: options.blur, minOpacity: options.minOpacity,
         gradient: options.gradient, max: 1
       });
-      var weeks = data.weeks;
-      var index = weeks.length - 1;
+      var data = {points: [], weeks: []};
+      var weeks = [];
+      var index = -1;
       var timer = null;
       var slider, label, button;
 
@@ -384,16 +431,28 @@
         });
         return box;
       };
-      heat.on('add', function () {
-        if (!weeks.length) {
+      var controlShown = false;
+      function start() {
+        if (!weeks.length || !map.hasLayer(heat) || controlShown) {
           return;
         }
+        controlShown = true;
         control.addTo(map);
         show(index);
+      }
+      withData(heat, source, function (loaded) {
+        data = loaded;
+        weeks = loaded.weeks;
+        index = weeks.length - 1;
+        start();
       });
+      heat.on('add', start);
       heat.on('remove', function () {
         stop();
-        control.remove();
+        if (controlShown) {
+          control.remove();
+          controlShown = false;
+        }
       });
       return heat;
     },

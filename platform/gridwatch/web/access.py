@@ -11,11 +11,11 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import abort, g, jsonify, redirect, request, session, url_for
+from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
 from gridwatch.accounts import Principal, load_principal, principal_for_token
-from gridwatch.areas import AreaNode, AreaTree, Jurisdiction, jurisdiction_of, load_tree
+from gridwatch.areas import AreaNode, AreaTree, Jurisdiction, TreeCache, jurisdiction_of
 from gridwatch.web.extensions import csrf, state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,9 +29,11 @@ TOKEN_BLUEPRINTS = ("api",)
 PUBLIC_FILE_ENDPOINTS = ("static", "maps.asset", "health.healthz", "health.readyz")
 #: Endpoints a ``viewer`` user's token may open from the query string (``/screen?token=``):
 #: the wall screen cannot type a password, and reads nothing else this way.
-SCREEN_TOKEN_ENDPOINTS = ("screen.page", "screen.data", "maps.frame")
+SCREEN_TOKEN_ENDPOINTS = ("screen.page", "screen.data", "maps.frame", "maps.polygons_layer")
 #: Query-string argument carrying that token.
 SCREEN_TOKEN_ARG = "token"
+#: Key of the per-process tree cache in ``app.extensions``.
+TREE_CACHE_KEY = "gridwatch_area_tree"
 
 
 def client_ip() -> str:
@@ -94,24 +96,49 @@ def current_user() -> Principal | None:
     return user
 
 
+def tree_cache() -> TreeCache:
+    """Return this app's per-process cache of the administrative tree."""
+    cache = current_app.extensions.get(TREE_CACHE_KEY)
+    if cache is None:
+        cache = current_app.extensions.setdefault(TREE_CACHE_KEY, TreeCache())
+    assert isinstance(cache, TreeCache)
+    return cache
+
+
 def area_tree() -> AreaTree:
-    """Return the administrative tree, read once per request."""
+    """Return the administrative tree, checked against the database once per request.
+
+    The tree is cached per process and reloaded only when its signature changed (an import
+    of areas), so a request costs one one-row query instead of reading every area.
+    """
     if "area_tree" not in g:
-        g.area_tree = load_tree(state().engine)
+        g.area_tree = tree_cache().get(state().engine)
     tree: AreaTree = g.area_tree
     return tree
 
 
 def current_jurisdiction() -> Jurisdiction:
-    """Return the areas the signed-in user may see (empty when nobody is signed in)."""
+    """Return the areas the signed-in user may see (empty when nobody is signed in).
+
+    Kept with the cached tree for users tied to an area; a station user's townships are
+    read every time (a stations import may change them without touching the tree).
+    """
     if "jurisdiction" not in g:
         user = current_user()
         if user is None:
             g.jurisdiction = Jurisdiction((), frozenset())
-        else:
+        elif user.role == "station":
             g.jurisdiction = jurisdiction_of(
                 state().engine, user.role, user.area_id, user.station_id, area_tree()
             )
+        else:
+            tree = area_tree()
+            key = ("jurisdiction", user.role, user.area_id)
+            if key not in tree.derived:
+                tree.derived[key] = jurisdiction_of(
+                    state().engine, user.role, user.area_id, None, tree
+                )
+            g.jurisdiction = tree.derived[key]
     found: Jurisdiction = g.jurisdiction
     return found
 
@@ -193,5 +220,6 @@ __all__ = [
     "login_required",
     "roles_required",
     "start_session",
+    "tree_cache",
     "visible_area_or_404",
 ]

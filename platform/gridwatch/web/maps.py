@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, render_template, request, send_from_directory, url_for
+from flask import Blueprint, abort, g, render_template, request, send_from_directory, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
@@ -31,12 +31,27 @@ from werkzeug.wrappers import Response
 
 from gridwatch import mbtiles
 from gridwatch.areas import AreaNode
-from gridwatch.mapdata import cameras_json, map_data, published_run_id, tracks_json
-from gridwatch.maps.builder import DEFAULT_LAYERS, LAYERS, Basemap, build_map, map_html
+from gridwatch.mapdata import (
+    cameras_json,
+    map_data,
+    polygon_data,
+    published_run_id,
+    tracks_json,
+    weekly_heat_json,
+)
+from gridwatch.maps.builder import (
+    DEFAULT_LAYERS,
+    LAYERS,
+    Basemap,
+    build_map,
+    map_html,
+    polygon_collection,
+)
 from gridwatch.maps.layers import METRICS
 from gridwatch.periods import PeriodError, parse_period
 from gridwatch.taxonomy import load_taxonomy
 from gridwatch.web.access import (
+    SCREEN_TOKEN_ARG,
     area_tree,
     current_jurisdiction,
     login_required,
@@ -249,6 +264,17 @@ def with_nonce(html: str, nonce: str) -> str:
     return _OPENING_TAG.sub(lambda m: f'<{m.group(1)} nonce="{nonce}"', html)
 
 
+def _screen_token() -> dict[str, str]:
+    """Return the wall screen's token argument when this request was opened with one.
+
+    The screen's map fetches its polygons with the same token; such a document is cached
+    under that token only (:func:`frame`), so no other request is ever given it.
+    """
+    if g.get("auth") == "screen_token":
+        return {SCREEN_TOKEN_ARG: request.args[SCREEN_TOKEN_ARG]}
+    return {}
+
+
 def render_map(params: MapParams) -> str:
     """Build and render the map document of ``params`` for the signed-in user (no nonce)."""
     engine = state().engine
@@ -261,8 +287,27 @@ def render_map(params: MapParams) -> str:
         # The density raster spreads incidents over boundaries: only for who sees them all.
         raster_heat=_sees_every_grid(),
         today=local_today(),
+        blind_spots=False,
+        weekly=False,
     )
     area_args = {"area": params.area.code} if params.area is not None else {}
+    # The choropleth and patrol polygons are the heaviest part of a map (5,000 grids: a few
+    # MB): fetched, gzipped and cached, only when one of their layers is switched on.
+    polygon_args: dict[str, Any] = {
+        key: value for key, value in params.query().items() if key != "layers"
+    }
+    polygon_args.update(_screen_token())
+    grids_url = url_for("maps.polygons_layer", which="grids", **polygon_args)
+    data.polygons = {
+        "areas": grids_url
+        if params.level == "grid"
+        else url_for("maps.polygons_layer", which="areas", **polygon_args),
+        "grids": grids_url,
+    }
+    weekly_args: dict[str, Any] = {"period": params.period, **area_args}
+    if params.group is not None:
+        weekly_args["group"] = params.group
+    data.weekly_heat = url_for("maps.weeks_layer", **weekly_args)
     data.blind_spots = url_for("api.geo_blind_spots", **area_args)  # type: ignore[arg-type]
     data.cameras = url_for("maps.cameras_layer", **area_args)  # type: ignore[arg-type]
     data.tracks = url_for(
@@ -328,7 +373,11 @@ def frame() -> Response:
     locale = str(get_locale() or "")
     # The heat slider's weeks end today in the current period: the day is part of the key.
     key = cache_key(
-        "frame", locale, local_today().isoformat(), tuple(sorted(params.query().items()))
+        "frame",
+        locale,
+        local_today().isoformat(),
+        tuple(sorted(params.query().items())),
+        tuple(_screen_token().items()),
     )
     html = map_cache().get_or_build(key, lambda: render_map(params))
     nonce = secrets.token_urlsafe(18)
@@ -339,6 +388,12 @@ def frame() -> Response:
     return response
 
 
+def _safe_json(value: Any) -> str:
+    """Return compact JSON with ``<``, ``>`` and ``&`` escaped: inert even if sniffed as HTML."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _layer_json(kind: str, params: tuple[Any, ...], build: Any) -> Response:
     """Answer a layer's data as JSON, gzipped for browsers (15,000 cameras: 1.7 → 0.3 MB).
 
@@ -347,10 +402,7 @@ def _layer_json(kind: str, params: tuple[Any, ...], build: Any) -> Response:
     """
     body = map_cache().get_or_build(
         cache_key(kind, *params),
-        lambda: gzip.compress(
-            json.dumps(build(), ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
-            compresslevel=6,
-        ),
+        lambda: gzip.compress(_safe_json(build()).encode("utf-8"), compresslevel=6),
     )
     if request.accept_encodings["gzip"] > 0:
         response = Response(body, mimetype="application/json")
@@ -370,6 +422,50 @@ def cameras_layer() -> Response:
     ids = scope_ids(visible_area_or_404(code) if code else None)
     engine = state().engine
     return _layer_json("layer.cameras", (code,), lambda: cameras_json(engine, ids))
+
+
+@bp.get("/map/layers/polygons.json")
+@login_required
+def polygons_layer() -> Response:
+    """Return the choropleth (``which=areas``) or patrol-dosage (``which=grids``) polygons.
+
+    The map's filters (``level``, ``period``, ``group``, ``metric``, ``area``) as for
+    ``/map/frame``; only the user's areas, simplified, rounded, with their style classes.
+    """
+    which = request.args.get("which", "").strip()
+    if which not in ("areas", "grids"):
+        abort(400)
+    params = parse_params()
+    ids = scope_ids(params.area)
+    engine = state().engine
+    return _layer_json(
+        "layer.polygons",
+        (which, tuple(sorted((k, v) for k, v in params.query().items() if k != "layers"))),
+        lambda: polygon_collection(
+            polygon_data(engine, ids, params.level, params.period, params.group),
+            params.metric,
+            which,
+        ),
+    )
+
+
+@bp.get("/map/layers/weeks.json")
+@login_required
+def weeks_layer() -> Response:
+    """Return the heat slider's weeks: pre-binned counts of the user's grids (within ``area``)."""
+    code = request.args.get("area", "").strip()
+    ids = scope_ids(visible_area_or_404(code) if code else None)
+    period = parse_period_arg()
+    group = request.args.get("group", "").strip() or None
+    if group is not None and group not in category_groups():
+        abort(400)
+    today = local_today()
+    engine = state().engine
+    return _layer_json(
+        "layer.weeks",
+        (code, period, group, today.isoformat()),
+        lambda: weekly_heat_json(engine, ids, period, today, group),
+    )
 
 
 @bp.get("/map/layers/tracks.json")

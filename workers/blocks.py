@@ -141,7 +141,21 @@ def read_block(session: Session, run_id: int, level: str, period: str) -> pd.Dat
     )
     if payload is None:
         return None
-    return decode(payload).set_index("area_id")
+    key = (len(payload), hash(payload))
+    frame = _DECODED.get(key)
+    if frame is None:
+        frame = decode(payload).set_index("area_id")
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[key] = frame
+    return frame.copy(deep=False)  # a caller adding columns must not change the kept one
+
+
+#: Decoded blocks, keyed by their payload's length and hash (a payload never changes once a
+#: run is written, and the key holds across databases whose run ids repeat): readers of the
+#: same periods — the API, pages, the screen — skip decoding.
+_DECODED: dict[tuple[int, int], pd.DataFrame] = {}
+_DECODED_MAX = 128
 
 
 def block_keys(session: Session, run_id: int) -> set[tuple[str, str]]:

@@ -1745,9 +1745,10 @@ def read_metrics(
     target = parse_period(period)
     label = target.label
     now = datetime.now(UTC)
+    tables = _area_tables(engine)
+    areas, parent_codes = tables.areas, tables.parent_codes
     with session_scope(engine) as session:
         run_id = latest_published_run_id(session)
-        areas = _areas_frame(session)
         if area_code is not None:
             match = areas[areas["code"] == area_code]
             if match.empty:
@@ -1772,7 +1773,6 @@ def read_metrics(
             assert run is not None
             groups = dict(run.extras.get("groups", {}))
             targets = dict(run.scorecard.get("targets", {}))
-        parent_codes = _parent_codes(session)
     metrics = derive_metrics(block, previous, last_year, current, areas, target.kind, groups, now)
     out = []
     for area_id, code, values in zip(areas["id"], areas["code"], metrics, strict=True):
@@ -1789,6 +1789,35 @@ def read_metrics(
             }
         )
     return out
+
+
+@dataclass
+class _AreaTables:
+    areas: pd.DataFrame
+    parent_codes: dict[int, str]
+
+
+#: Per database: the areas and their parents' codes, with the tree signature they were read at.
+_AREA_TABLES: dict[str, tuple[tuple[Any, ...], _AreaTables]] = {}
+
+
+def _area_tables(engine: Engine) -> _AreaTables:
+    """Return the areas frame and parent codes, read again only when the tree changed.
+
+    Every metrics read needs them; the signature (:func:`gridwatch.areas.tree_signature`)
+    is one indexed row, where reading the areas is thousands.
+    """
+    from gridwatch.areas import tree_signature
+
+    url = engine.url.render_as_string(hide_password=False)
+    signature = tree_signature(engine)  # before the tables: a change in between reloads
+    entry = _AREA_TABLES.get(url)
+    if entry is not None and entry[0] == signature:
+        return entry[1]
+    with session_scope(engine) as session:
+        tables = _AreaTables(_areas_frame(session), _parent_codes(session))
+    _AREA_TABLES[url] = (signature, tables)
+    return tables
 
 
 def _parent_codes(session: Session) -> dict[int, str]:

@@ -20,6 +20,21 @@ from gridwatch.config import Settings, load_settings
 QUICK_QUEUE = "gridwatch.quick"
 HEAVY_QUEUE = "gridwatch.heavy"  # the same name is used by gridwatch.workers.tasks
 
+#: Default queue per task name. A run's tasks are sent with the queue of the run's scope
+#: (``tasks.run_queue``: incremental → quick, full → heavy), which overrides these; the
+#: heavy default is for a run task sent without one. Planning is always heavy.
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "aggregate.run": {"queue": HEAVY_QUEUE},
+    "aggregate.township": {"queue": HEAVY_QUEUE},
+    "aggregate.finalize": {"queue": HEAVY_QUEUE},
+    "aggregate.fail": {"queue": HEAVY_QUEUE},
+    "aggregate.nightly": {"queue": HEAVY_QUEUE},
+    "aggregate.refresh": {"queue": QUICK_QUEUE},
+    "report.daily": {"queue": QUICK_QUEUE},
+    "plan.cameras": {"queue": HEAVY_QUEUE},
+    "plan.routes": {"queue": HEAVY_QUEUE},
+}
+
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return the beat schedule, keyed by task name (times in the configured zone)."""
@@ -61,11 +76,7 @@ def create_celery_app(settings: Settings | None = None, set_as_current: bool = T
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=QUICK_QUEUE,
-        task_routes={
-            "aggregate.run": {"queue": HEAVY_QUEUE},
-            "aggregate.township": {"queue": HEAVY_QUEUE},
-            "aggregate.finalize": {"queue": HEAVY_QUEUE},
-        },
+        task_routes=TASK_ROUTES,
         timezone=settings.timezone.key,
         enable_utc=True,
         result_expires=timedelta(days=1),

@@ -60,10 +60,13 @@ def start_aggregation(
     if not settings.redis_url:
         with file_lock(settings):
             return run_eager(engine, settings, request)
-    from gridwatch.workers.celery_app import HEAVY_QUEUE, app_for
+    from gridwatch.workers.celery_app import app_for
+    from gridwatch.workers.tasks import run_queue
 
     run_id = create_run(engine, request, mode="worker")
-    result = app_for(settings).send_task("aggregate.run", args=[run_id], queue=HEAVY_QUEUE)
+    # Incremental runs go to the quick queue, full runs to the heavy one.
+    queue = run_queue(engine, run_id)
+    result = app_for(settings).send_task("aggregate.run", args=[run_id], queue=queue)
     if not wait:
         summary = get_run(engine, run_id)
         summary["task_id"] = result.id

@@ -2,6 +2,11 @@
 
 Arguments are ids; every task is idempotent (a repeat replaces what the first attempt wrote),
 so they are acknowledged late and retried on transient database errors.
+
+Queues: an incremental run (a few townships changed by an import) goes to the quick queue, so
+the screen is refreshed within seconds even while a worker of the heavy queue is busy with a
+full recompute, a camera plan or a patrol route plan. The queue is chosen from the run's scope
+when the run is dispatched (:func:`run_queue`) and handed down to every task of the run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from gridwatch.config import Settings, load_settings
 from gridwatch.storage.db import create_db_engine
 from gridwatch.workers import engine as runs
 
+#: The same names as ``celery_app.QUICK_QUEUE`` / ``HEAVY_QUEUE`` (that module imports this one).
+QUICK_QUEUE = "gridwatch.quick"
 HEAVY_QUEUE = "gridwatch.heavy"
 
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError)
@@ -77,18 +84,68 @@ def _release_lock(run_id: int) -> None:
             client.delete(LOCK_NAME)
 
 
+def queue_for_scope(scope: str) -> str:
+    """Return the queue of a run's tasks: quick for an incremental run, heavy otherwise.
+
+    Parameters
+    ----------
+    scope : str
+        The run's scope, ``incremental`` or ``full``.
+    """
+    return QUICK_QUEUE if scope == "incremental" else HEAVY_QUEUE
+
+
+def run_queue(engine: Engine, run_id: int) -> str:
+    """Return the queue for the tasks of run ``run_id`` (from its recorded scope)."""
+    return queue_for_scope(str(runs.get_run(engine, run_id)["scope"]))
+
+
+def dispatch_run(engine: Engine, run_id: int) -> str:
+    """Send a recorded run's orchestrating task to the queue its scope calls for.
+
+    Returns
+    -------
+    str
+        The Celery task id of ``aggregate.run``.
+    """
+    result = orchestrate_run.apply_async(args=[run_id], queue=run_queue(engine, run_id))
+    return str(result.id)
+
+
+def _refuse(engine: Engine, run_id: int) -> None:
+    """Fail a run that another run's lock keeps out, without losing what it was to refresh.
+
+    Creating an incremental run took the changed grids off the list of grids waiting for a
+    refresh; they go back on it, so the next refresh (beat, or the next import) covers them.
+    """
+    from gridwatch.storage.db import session_scope
+    from gridwatch.storage.models import AggregationRun
+
+    with session_scope(engine) as session:
+        run = session.get(AggregationRun, run_id)
+        grids = {int(g) for g in run.area_ids} if run and run.scope == "incremental" else set()
+    runs.mark_failed(engine, run_id, "another aggregation run is in progress")
+    runs.mark_dirty(engine, grids)
+
+
 @shared_task(name="aggregate.run", soft_time_limit=120, time_limit=150, **RUN_TASK_OPTIONS)
 def orchestrate_run(self: Any, run_id: int) -> dict[str, Any]:
-    """Plan a run's townships and fan them out as a chord ending in ``aggregate.finalize``."""
+    """Plan a run's townships and fan them out as a chord ending in ``aggregate.finalize``.
+
+    The townships, finalising and the error callback go to the queue of the run's scope.
+    """
     settings, engine = _context()
     if not _redis_lock(run_id):
-        runs.mark_failed(engine, run_id, "another aggregation run is in progress")
+        _refuse(engine, run_id)
         return runs.get_run(engine, run_id)
+    queue = run_queue(engine, run_id)
     units = runs.plan_units(engine, run_id)
     runs.start_run(engine, run_id, units, self.request.id)
-    header = group(compute_township.s(run_id, unit.grid_ids, unit.label) for unit in units)
-    callback = finalize_run.si(run_id).set(queue=HEAVY_QUEUE)
-    chord(header)(callback.on_error(fail_run.si(run_id).set(queue=HEAVY_QUEUE)))
+    header = group(
+        compute_township.s(run_id, unit.grid_ids, unit.label).set(queue=queue) for unit in units
+    )
+    callback = finalize_run.si(run_id).set(queue=queue)
+    chord(header)(callback.on_error(fail_run.si(run_id).set(queue=queue)))
     return runs.get_run(engine, run_id)
 
 
@@ -144,7 +201,7 @@ def recover_stale_runs() -> list[int]:
         runs.mark_failed(engine, run_id, "no progress: its tasks were lost; started again")
         _release_lock(run_id)
         new_id = runs.create_run(engine, runs.restart_request(engine, run_id), mode="worker")
-        orchestrate_run.apply_async(args=[new_id])
+        dispatch_run(engine, new_id)
         restarted.append(new_id)
     return restarted
 
@@ -158,7 +215,7 @@ def refresh() -> dict[str, Any] | None:
     if runs.count_dirty(engine) == 0:
         return None
     run_id = runs.create_run(engine, runs.RunRequest(trigger="beat"), mode="worker")
-    orchestrate_run.apply_async(args=[run_id])
+    dispatch_run(engine, run_id)  # incremental when a published run exists: the quick queue
     return runs.get_run(engine, run_id)
 
 
@@ -167,7 +224,7 @@ def nightly() -> dict[str, Any]:
     """Beat: the nightly full recompute."""
     settings, engine = _context()
     run_id = runs.create_run(engine, runs.RunRequest(trigger="beat", full=True), mode="worker")
-    orchestrate_run.apply_async(args=[run_id])
+    dispatch_run(engine, run_id)
     return runs.get_run(engine, run_id)
 
 
@@ -179,3 +236,61 @@ def daily_report() -> dict[str, Any]:
     settings, engine = _context()
     report = build_daily_situation(engine, settings)
     return {"day": report["day"], "run_id": report["run_id"], "areas": len(report["areas"])}
+
+
+# -- planning (heavy queue) --------------------------------------------------------------------
+# Planning reads the published metrics and solves optimisation problems for up to a few
+# minutes; as tasks they run on the heavy queue's workers instead of in a web request. The
+# planners are imported when a task runs: they build on this package's published metrics.
+
+
+@shared_task(name="plan.cameras", acks_late=True, soft_time_limit=900, time_limit=960)
+def plan_cameras(
+    township_code: str,
+    n: int = 30,
+    radius_m: float = 50.0,
+    days: int = 365,
+    time_limit_s: float = 60.0,
+) -> dict[str, Any]:
+    """Propose new camera sites for a township (``gridwatch plan cameras`` as a task)."""
+    from gridwatch.targeting.prevention import camera_plan
+
+    settings, engine = _context()
+    return camera_plan(engine, settings, township_code, n, radius_m, days, time_limit_s)
+
+
+@shared_task(name="plan.routes", acks_late=True, soft_time_limit=900, time_limit=960)
+def plan_routes(
+    station_code: str,
+    day: str,
+    shift: str,
+    solution_limit: int | None = None,
+    time_limit_seconds: float | None = None,
+) -> int:
+    """Plan and store one shift of a station's patrol routes; return the plan id.
+
+    Parameters
+    ----------
+    station_code : str
+    day : str
+        Local day of the shift, ``YYYY-MM-DD``.
+    shift : str
+        The shift as ``gridwatch routes plan --shift`` takes it (e.g. ``08:00-16:00``).
+    solution_limit, time_limit_seconds : optional
+        Solver limits (default: the planner's).
+    """
+    from datetime import date
+
+    from gridwatch.routing.plans import plan_station, store_plan
+
+    settings, engine = _context()
+    payload = plan_station(
+        engine,
+        settings,
+        station_code,
+        date.fromisoformat(day),
+        shift,
+        solution_limit=solution_limit,
+        time_limit_seconds=time_limit_seconds,
+    )
+    return store_plan(engine, payload)

@@ -473,11 +473,6 @@ def test_postgres_stopped_for_30_s_mid_import(private_postgres, private_redis, t
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="screen.staleness looks only at grids still marked changed; an import's refresh "
-    "run drains them when it is queued, so a refresh no worker ever runs is not called stale",
-)
 def test_a_refresh_queued_with_no_worker_makes_the_screen_stale(private_redis, tmp_path):
     from datetime import UTC, datetime, timedelta
 

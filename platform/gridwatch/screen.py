@@ -20,7 +20,7 @@ from gridwatch.config import Settings
 from gridwatch.overview import HEADLINE_GROUP, area_metrics, last_refresh
 from gridwatch.periods import period_of
 from gridwatch.storage.db import session_scope
-from gridwatch.storage.models import DirtyGrid, PatrolTeam
+from gridwatch.storage.models import AggregationRun, DirtyGrid, PatrolTeam
 from gridwatch.workers.engine import read_metrics, team_activity
 
 #: Weeks shown in the two-robberies-one-theft trend.
@@ -42,7 +42,8 @@ def staleness(engine: Engine, settings: Settings, now: datetime) -> dict[str, An
     """Return the last published run and whether its data is older than expected.
 
     The data is stale when nothing was ever published, when an import has been waiting
-    longer than ``settings.stale_minutes`` for the refresh run that should follow within
+    (its grids marked, or its run queued or running) longer than ``settings.stale_minutes``
+    for the refresh run that should follow within
     ``settings.refresh_minutes``, or when the published run is older than a day plus that
     window (the nightly recompute did not happen).
 
@@ -56,9 +57,18 @@ def staleness(engine: Engine, settings: Settings, now: datetime) -> dict[str, An
     window = timedelta(minutes=settings.stale_minutes)
     finished = _parse_utc(run["finished_at"]) if run else None
     with session_scope(engine) as session:
-        oldest_waiting = session.scalar(select(func.min(DirtyGrid.marked_at)))
-    if oldest_waiting is not None and oldest_waiting.tzinfo is None:
-        oldest_waiting = oldest_waiting.replace(tzinfo=UTC)
+        # Changed grids wait on the list until a run is created for them; from then on the
+        # run itself waits (queued or running) until a worker publishes it.
+        marks = [
+            session.scalar(select(func.min(DirtyGrid.marked_at))),
+            session.scalar(
+                select(func.min(AggregationRun.created_at)).where(
+                    AggregationRun.status.in_(("queued", "running"))
+                )
+            ),
+        ]
+    waiting = [m if m.tzinfo is not None else m.replace(tzinfo=UTC) for m in marks if m]
+    oldest_waiting = min(waiting) if waiting else None
     reason = None
     if finished is None:
         reason = "no_run"

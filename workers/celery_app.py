@@ -127,6 +127,22 @@ def _task_failure(sender: Any = None, exception: BaseException | None = None, **
     observability.task_failed(_task_name(sender), exception)
 
 
+@signals.worker_process_init.connect
+def _preload(**_: Any) -> None:
+    """Import what runs need once per worker process, not in its first (small) run."""
+    from gridwatch.workers.engine import preload
+
+    preload()
+
+
+@signals.worker_ready.connect
+def _preload_solo(**_: Any) -> None:
+    # The solo and threads pools start no child processes (no worker_process_init).
+    from gridwatch.workers.engine import preload
+
+    preload()
+
+
 def _task_name(task: Any) -> str:
     return str(getattr(task, "name", None) or "unknown")
 

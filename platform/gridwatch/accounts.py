@@ -56,6 +56,8 @@ AuditAction = Literal[
     "token_revoke",
     "import",
     "export",
+    "task_add",
+    "task_status",
 ]
 
 _hasher = PasswordHasher()

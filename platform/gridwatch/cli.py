@@ -1703,6 +1703,225 @@ def _echo_adherence_over_time(summary: dict[str, Any]) -> None:
             click.echo(_adherence_line(row["period"], row))
 
 
+@main.group()
+def tasks() -> None:
+    """Prevention tasks: assign a plan item or a hand-made task, track it, measure its effect."""
+
+
+def _task_errors(func: F) -> F:
+    """Turn bad task input (unknown township, grid, status, transition) into one sentence."""
+
+    def errors() -> tuple[type[Exception], ...]:
+        from gridwatch.periods import PeriodError
+        from gridwatch.targeting.rules import RulesError, TargetingError
+
+        return (PeriodError, RulesError, TargetingError)
+
+    return _sentences_for(errors)(func)
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    due = f" due {task['due_date']}" + (" (overdue)" if task["overdue"] else "")
+    grids = ",".join(task["grid_codes"]) or "-"
+    return (
+        f"#{task['id']} [{task['status']}] {task['kind']} {task['township_code']} "
+        f"{task['title']} · grids {grids} · {task['assignee'] or '-'}"
+        + (due if task["due_date"] else "")
+    )
+
+
+@tasks.command("add")
+@click.option("--township", "township", required=True, help="Township code.")
+@click.option(
+    "--kind",
+    type=click.Choice(["camera", "repair", "patrol", "publicity", "follow_up", "other"]),
+    default="other",
+    show_default=True,
+)
+@click.option("--title", default="", help="Title (default: from the plan item).")
+@click.option("--detail", default="", help="What is to be done.")
+@click.option("--grid", "grids", multiple=True, help="Target grid code (repeatable).")
+@click.option("--station", default=None, help="Police station code.")
+@click.option("--assignee", default="", help="Team, grid worker or user name.")
+@click.option("--due", default=None, help="Due day, e.g. 2026-12-31.")
+@click.option(
+    "--from-plan",
+    "from_plan",
+    type=click.Choice(["cameras", "repairs", "patrol_focus", "publicity", "follow_up"]),
+    help="Make the task from this list of the township's prevention plan.",
+)
+@click.option(
+    "--key",
+    default=None,
+    help="The plan item: lon,lat / camera id / grid / village / station code.",
+)
+@click.option("--period", "--quarter", "period", help="Survey wave of the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@click.pass_context
+@friendly_errors
+@_task_errors
+def tasks_add_command(
+    ctx: click.Context,
+    township: str,
+    kind: str,
+    title: str,
+    detail: str,
+    grids: tuple[str, ...],
+    station: str | None,
+    assignee: str,
+    due: str | None,
+    from_plan: str | None,
+    key: str | None,
+    period: str | None,
+    as_json: bool,
+) -> None:
+    """Create a prevention task by hand or from an item of the prevention plan."""
+    from gridwatch.areas import load_tree
+    from gridwatch.targeting.tasks import create_task, task_from_plan_item
+
+    settings = get_settings(ctx)
+    engine = _engine_for(ctx)
+    tree = load_tree(engine)
+    fields: dict[str, Any]
+    if from_plan:
+        from gridwatch.targeting.prevention import prevention_plan
+
+        if not key:
+            raise UserFacingError("--from-plan needs --key naming the plan item")
+        plan_data = prevention_plan(engine, settings, township, period, replicates=200)
+        fields = task_from_plan_item(plan_data, from_plan, key, tree, settings)
+        if title:
+            fields["title"] = title
+        if detail:
+            fields["detail"] = detail
+        if station:
+            fields["station_code"] = station
+    else:
+        if not title:
+            raise UserFacingError("a task made by hand needs --title")
+        fields = {
+            "township_code": township,
+            "kind": kind,
+            "title": title,
+            "detail": detail,
+            "grid_codes": list(grids),
+            "station_code": station,
+        }
+    task = create_task(engine, settings, assignee=assignee, due_date=due, tree=tree, **fields)
+    if as_json:
+        emit_json(task)
+        return
+    click.echo(_task_line(task))
+
+
+@tasks.command("list")
+@click.option("--township", "township", default=None, help="Only this township's tasks.")
+@click.option("--status", default=None, help="Only tasks with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_task_errors
+def tasks_list_command(
+    ctx: click.Context, township: str | None, status: str | None, as_json: bool
+) -> None:
+    """List prevention tasks, newest first."""
+    from gridwatch.areas import load_tree
+    from gridwatch.targeting.tasks import list_tasks
+
+    engine = _engine_for(ctx)
+    tree = load_tree(engine)
+    ids = None
+    if township:
+        node = tree.by_code.get(township)
+        if node is None:
+            raise UserFacingError(f"no area with code {township!r}")
+        ids = {node.id}
+    found = list_tasks(engine, ids, status, tree)
+    if as_json:
+        emit_json(found)
+        return
+    for task in found:
+        click.echo(_task_line(task))
+    if not found:
+        click.echo("no tasks")
+
+
+@tasks.command("status")
+@click.argument("task_id", type=int)
+@click.argument("status")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@click.pass_context
+@friendly_errors
+@_task_errors
+def tasks_status_command(ctx: click.Context, task_id: int, status: str, note: str) -> None:
+    """Move task TASK_ID to STATUS (open, in_progress, done, cancelled)."""
+    from gridwatch.targeting.tasks import change_status, get_task
+
+    engine = _engine_for(ctx)
+    change_status(engine, task_id, status, note=note)
+    task = get_task(engine, task_id)
+    assert task is not None
+    click.echo(_task_line(task))
+
+
+@tasks.command("effect")
+@click.argument("task_id", type=int)
+@click.option("--weeks", default=8, show_default=True, help="Weeks before and after.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+@_task_errors
+def tasks_effect_command(ctx: click.Context, task_id: int, weeks: int, as_json: bool) -> None:
+    """Measure a done task's effect (difference in differences) and watch its neighbours."""
+    from gridwatch.targeting.tasks import task_effect
+
+    settings = get_settings(ctx)
+    engine = _engine_for(ctx)
+    effect = task_effect(engine, settings, task_id, weeks)
+    if as_json:
+        emit_json(effect)
+        return
+    state_ = effect["state"]
+    if state_ == "not_done":
+        click.echo(f"task {task_id} is not done yet: there is no effect to measure")
+        return
+    if state_ == "no_targets":
+        click.echo(f"task {task_id} names no grid: there is no effect to measure")
+        return
+    if state_ == "too_early":
+        click.echo(
+            f"too early: {effect['weeks_elapsed']} of {weeks} weeks have passed since the task "
+            f"was done; ready on {effect['ready_on']}"
+        )
+        return
+    t, c = effect["target"], effect["comparison"]
+    click.echo(
+        f"target grids ({len(t['grids'])}): {t['before']} incidents in the {weeks} weeks "
+        f"before, {t['after']} after"
+    )
+    click.echo(f"comparison grids ({len(c['grids'])}): {c['before']} before, {c['after']} after")
+    if effect["ratio"] is None:
+        click.echo("no comparable grid: no estimate")
+    else:
+        click.echo(
+            f"difference in differences: {effect['did_incidents']:+g} incidents "
+            f"({effect['did_per_grid']:+g} per target grid); ratio {effect['ratio']} "
+            f"(95% {effect['ratio_low']}–{effect['ratio_high']}), {effect['effect_pct']:+g} %: "
+            f"{effect['verdict']}"
+        )
+    shift = effect["displacement"]
+    click.echo(
+        f"neighbouring grids: {shift['before']} before, {shift['after']} after; "
+        f"rising: {shift['rising']}"
+    )
+    for row in shift["rows"]:
+        if row["rising"]:
+            click.echo(
+                f"  {row['grid_code']} {row['grid_name']}: {row['before']} → {row['after']} "
+                f"(expected {row['expected']}, p={row['p_value']})"
+            )
+
+
 def run() -> None:
     """Entry point that never shows a traceback for errors the user can fix."""
     main(standalone_mode=True)

@@ -490,3 +490,39 @@ class PatrolPlan(Base):
     shift: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+TASK_KINDS = ("camera", "repair", "patrol", "publicity", "follow_up", "other")
+TASK_STATUSES = ("open", "in_progress", "done", "cancelled")
+
+
+class PreventionTask(Base):
+    """A prevention task (a plan recommendation or a hand-made one) and its progress.
+
+    It belongs to one township (who may see it follows from that), may name a police station
+    and lists its target grids as area ids in ``grid_ids``. ``source_plan`` names the plan
+    list it came from (``cameras``, ``repairs``, ``patrol_focus``, ``publicity``,
+    ``follow_up``; empty for a hand-made task) and ``source_ref`` the item as it stood then.
+    """
+
+    __tablename__ = "prevention_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    township_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), index=True)
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
+    grid_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    assignee: Mapped[str] = mapped_column(String(200), default="")
+    assignee_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    due_date: Mapped[str | None] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source_plan: Mapped[str] = mapped_column(String(32), default="")
+    source_ref: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

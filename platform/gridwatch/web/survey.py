@@ -22,8 +22,9 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import force_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 from openpyxl import Workbook
@@ -524,6 +525,7 @@ def plan() -> Any:
         township=township,
         townships=visible_townships(),
         detail=_role() in INCIDENT_DETAIL_ROLES,
+        can_edit_tasks=_role() in TASK_EDIT_ROLES,
         **_common(quarter, error),
     )
 
@@ -609,6 +611,250 @@ def briefing_xlsx() -> Response:
         f'attachment; filename="gridwatch-briefing-{township.code}-{quarter}.xlsx"'
     )
     return response
+
+
+# -- prevention tasks ------------------------------------------------------------------------
+
+#: Roles that may create tasks and change their status (viewers only read the board).
+TASK_EDIT_ROLES = ("admin", "county", "station", "township")
+#: Weeks before and after the done day over which a task's effect is measured.
+TASK_EFFECT_WEEKS = 8
+TASK_TEXT: dict[str, LazyString] = {
+    "tasks": _l("Prevention tasks"),
+    "task": _l("Task"),
+    "new_task": _l("New task"),
+    "make_task": _l("Make a task"),
+    "title": _l("Title"),
+    "detail": _l("What is to be done"),
+    "grids": _l("Target grids"),
+    "grid_codes_help": _l("Grid codes, separated by spaces or commas."),
+    "assignee": _l("Assigned to"),
+    "due": _l("Due"),
+    "overdue": _l("Overdue"),
+    "created": _l("Created"),
+    "done_at": _l("Done on"),
+    "change_status": _l("Change status"),
+    "note": _l("Note"),
+    "save": _l("Save"),
+    "history": _l("History"),
+    "source": _l("From the plan"),
+    "effect": _l("Effect"),
+    "displacement": _l("Displacement watch (neighbouring grids)"),
+    "before": _l("Before"),
+    "after": _l("After"),
+    "target_grids": _l("Target grids"),
+    "comparison_grids": _l("Comparable grids"),
+    "did": _l("Difference in differences"),
+    "ratio": _l("Ratio of ratios (interval 95%)"),
+    "expected": _l("Expected"),
+    "excess": _l("Excess"),
+    "rising": _l("Rising"),
+    "read_only": _l("Your role may read the tasks but not change them."),
+    "no_tasks": _l("No tasks."),
+}
+TASK_KIND_LABELS: dict[str, LazyString] = {
+    "camera": _l("New camera"),
+    "repair": _l("Camera repair"),
+    "patrol": _l("Patrol"),
+    "publicity": _l("Publicity"),
+    "follow_up": _l("Victim follow-up"),
+    "other": _l("Other"),
+}
+TASK_STATUS_LABELS: dict[str, LazyString] = {
+    "open": _l("Task status: open"),
+    "in_progress": _l("Task status: in progress"),
+    "done": _l("Task status: done"),
+    "cancelled": _l("Task status: cancelled"),
+}
+TASK_VERDICTS: dict[str, LazyString] = {
+    "reduced": _l("Incidents fell in the target grids beyond the comparable grids' change."),
+    "increased": _l("Incidents rose in the target grids beyond the comparable grids' change."),
+    "no_clear_change": _l("No change beyond chance against the comparable grids."),
+    "no_comparison": _l("No comparable grid in the township: no estimate."),
+}
+
+
+def _may_edit_tasks() -> bool:
+    return _role() in TASK_EDIT_ROLES
+
+
+def _task_context() -> dict[str, Any]:
+    return {
+        "text": TEXT,
+        "task_text": TASK_TEXT,
+        "kind_labels": TASK_KIND_LABELS,
+        "task_status_labels": TASK_STATUS_LABELS,
+        "verdicts": TASK_VERDICTS,
+        "can_edit": _may_edit_tasks(),
+        "plan_lists": {
+            name: TEXT[name]
+            for name in ("cameras", "repairs", "patrol_focus", "publicity", "follow_up")
+        },
+    }
+
+
+def _task_or_404(task_id: int) -> dict[str, Any]:
+    from gridwatch.targeting.tasks import get_task
+
+    task = get_task(state().engine, task_id, current_jurisdiction().area_ids, area_tree())
+    if task is None:
+        abort(404)
+    assert task is not None
+    return task
+
+
+def _board(status: int = 200, form: dict[str, str] | None = None) -> tuple[str, int]:
+    from gridwatch.storage.models import TASK_STATUSES
+    from gridwatch.targeting.tasks import list_tasks
+
+    found = list_tasks(state().engine, current_jurisdiction().area_ids, tree=area_tree())
+    groups = [(s, [t for t in found if t["status"] == s]) for s in TASK_STATUSES]
+    return (
+        render_template(
+            "survey/tasks.html",
+            groups=groups,
+            townships=visible_townships(),
+            form=form or {},
+            **_task_context(),
+        ),
+        status,
+    )
+
+
+@bp.get("/tasks")
+@login_required
+def tasks_board() -> Any:
+    """Show the jurisdiction's prevention tasks grouped by status, with the form for a new one."""
+    return _board()
+
+
+@bp.post("/tasks")
+@login_required
+def tasks_create() -> Any:
+    """Create a task by hand (township, kind, title, target grids, assignee, due day)."""
+    from gridwatch.targeting.tasks import TaskError, create_task
+
+    if not _may_edit_tasks():
+        abort(403)
+    form = {k: request.form.get(k, "").strip() for k in request.form if k != "csrf_token"}
+    township = visible_area_or_404(form.get("township", ""))
+    try:
+        task = create_task(
+            state().engine,
+            state().settings,
+            township_code=township.code,
+            kind=form.get("kind", "other"),
+            title=form.get("title", ""),
+            detail=form.get("detail", ""),
+            grid_codes=re.split(r"[\s,，;；]+", form.get("grids", "")),
+            assignee=form.get("assignee", ""),
+            due_date=form.get("due_date") or None,
+            actor=current_user(),
+            ip=client_ip(),
+            tree=area_tree(),
+        )
+    except TaskError as exc:
+        flash(str(exc), "error")
+        return _board(400, form)
+    return redirect(url_for("survey.task_page", task_id=task["id"]))
+
+
+@bp.post("/tasks/from-plan")
+@login_required
+def tasks_from_plan() -> Any:
+    """Make a task from one item of a township's prevention plan (the "make a task" buttons)."""
+    from gridwatch.targeting.tasks import TaskError, create_task, task_from_plan_item
+
+    if not _may_edit_tasks():
+        abort(403)
+    township = visible_area_or_404(request.form.get("township", "").strip())
+    if township.level != "township":
+        abort(404)
+    try:
+        quarter = chosen_quarter(request.form.get("period"))
+        # The plan is read again (from the cache) so only a real item of a visible township
+        # can become a task, whatever the form says.
+        plan_data = scoped_plan(township.code, quarter)
+        fields = task_from_plan_item(
+            plan_data,
+            request.form.get("list", ""),
+            request.form.get("key", ""),
+            area_tree(),
+            state().settings,
+        )
+        task = create_task(
+            state().engine,
+            state().settings,
+            actor=current_user(),
+            ip=client_ip(),
+            tree=area_tree(),
+            **fields,
+        )
+    except (SurveyRequestError, TaskError) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("survey.plan", township=township.code))
+    flash(_("Task %(id)s created.", id=task["id"]), "info")
+    return redirect(url_for("survey.task_page", task_id=task["id"]))
+
+
+def _visible_displacement(effect: dict[str, Any]) -> dict[str, Any]:
+    """Keep the displacement rows of grids the reader may see (and say how many are hidden)."""
+    shift = effect.get("displacement")
+    if not shift:
+        return effect
+    visible = _visible_codes()
+    rows = [r for r in shift["rows"] if r["grid_code"] in visible]
+    return effect | {
+        "displacement": shift
+        | {
+            "rows": rows,
+            "hidden": len(shift["rows"]) - len(rows),
+            "rising": sum(1 for r in rows if r["rising"]),
+        }
+    }
+
+
+@bp.get("/tasks/<int:task_id>")
+@login_required
+def task_page(task_id: int) -> Any:
+    """Show a task with its history, its effect and the displacement watch."""
+    from gridwatch.targeting.tasks import task_effect, task_history
+
+    task = _task_or_404(task_id)
+    effect = _visible_displacement(
+        task_effect(state().engine, state().settings, task_id, TASK_EFFECT_WEEKS, tree=area_tree())
+    )
+    return render_template(
+        "survey/task.html",
+        task=task,
+        effect=effect,
+        history=task_history(state().engine, task_id),
+        **_task_context(),
+    )
+
+
+@bp.post("/tasks/<int:task_id>/status")
+@login_required
+def task_status(task_id: int) -> Any:
+    """Move a task to another status (only along the allowed transitions)."""
+    from gridwatch.targeting.tasks import TaskError, change_status
+
+    if not _may_edit_tasks():
+        abort(403)
+    _task_or_404(task_id)
+    try:
+        change_status(
+            state().engine,
+            task_id,
+            request.form.get("status", ""),
+            note=request.form.get("note", ""),
+            township_ids=current_jurisdiction().area_ids,
+            actor=current_user(),
+            ip=client_ip(),
+        )
+    except TaskError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("survey.task_page", task_id=task_id))
 
 
 # -- exports ---------------------------------------------------------------------------------

@@ -332,6 +332,8 @@ def incremental_section(
         )
     )
     log(row("end to end", seconds, f"county {yesterday}: {before:,} → {after:,} incidents"))
+    for name, lap in (refresh.get("timings") or {}).items():
+        log(f"      {name:<40} {lap:7.3f} s")
     assert after - before == summary.imported == count, "the new incidents are not all shown"
     return seconds
 

@@ -573,6 +573,15 @@ def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(
     counts, then are merged into them; each run patches the base run's blocks, and the end
     result equals a full recompute, including the forecasts and emerging classes."""
     engine, settings = loaded_county
+    # CAM1 sees the centre of grid 001, where C1 falls: the incremental runs ask the
+    # county's camera views which new incidents no camera saw
+    (tmp_path / "cams.csv").write_text(
+        "id,lon,lat,type,status,direction_deg,fov_deg,range_m\n"
+        "CAM1,113.005,28.0055,hd,online,180,90,100\n"
+        "CAM2,113.015,28.015,hd,broken,,,\n",
+        "utf-8",
+    )
+    import_file("cameras", tmp_path / "cams.csv", settings, engine)
     run_eager(engine, settings, RunRequest())
     yesterday = local_today(settings.timezone) - timedelta(days=1)
     imports = [
@@ -604,6 +613,8 @@ def test_chained_incremental_runs_patch_blocks_and_equal_a_full_run(
         for k in keys
     }
     assert after[("county", "2026")][0]["incidents_total"] == 3 + 5 - (yesterday.year != 2026) * 2
+    seen = after[("grid", "2026Q3")][0]  # grid 001: I1, I2 and C1 all in CAM1's view
+    assert seen["incidents_total"] == 3 and seen["incidents_blind_spot"] == 0
     density = read_layer(engine, "density")
     full = run_eager(engine, settings, RunRequest(full=True))
     fresh_density = read_layer(engine, "density")

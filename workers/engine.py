@@ -431,6 +431,7 @@ def _store_unit(
 ) -> None:
     """Count all of a unit's incidents and store its parts (a full count)."""
     outside, coverage = _unit_coverage(session, run.id, unit.grid_ids, incidents)
+    assert coverage is not None
     incidents["outside_view"] = outside
     merged = _count_frame(incidents, settings, run)
     blocks.write_parts(session, run.id, unit.label, {"counts": merged, "coverage": coverage})
@@ -511,7 +512,7 @@ def _recount_units(
     grids = sorted({g for unit in patched for g in recount_of[unit.label]})
     incidents = _load_incidents(session, grids, run, settings.timezone)
     read += len(incidents)
-    outside, coverage = _unit_coverage(session, run.id, grids, incidents)
+    outside, coverage = _unit_coverage(session, run.id, grids, incidents, cameras_moved)
     incidents["outside_view"] = outside
     recount = _count_frame(incidents, settings, run)
     since = countywide.density_since(settings.timezone, countywide.local_today(settings.timezone))
@@ -527,17 +528,15 @@ def _recount_units(
             olds.append(delta[delta["area_id"].isin(recount_of[unit.label])].copy())
     changed = _diff_periods(blocks.concat_parts(olds), recount)
     recount_area = recount["area_id"].to_numpy(dtype=np.int64)
-    coverage_area = coverage["area_id"].to_numpy(dtype=np.int64)
     for unit in patched:
         mine = np.asarray(recount_of[unit.label], dtype=np.int64)
         rows = recount.iloc[np.flatnonzero(np.isin(recount_area, mine))].reset_index(drop=True)
         parts = _delta_parts(session, run, unit, mine, rows, base[unit.label])
-        if cameras_moved:
+        if coverage is not None:  # cameras or grids changed: measured again
             kept = base[unit.label]["coverage"]
-            parts["coverage"] = pd.concat(
-                [kept[~kept["area_id"].isin(mine)], coverage[np.isin(coverage_area, mine)]],
-                ignore_index=True,
-            )
+            fresh = coverage[coverage["area_id"].isin(mine)]
+            parts["coverage"] = pd.concat([kept[~kept["area_id"].isin(mine)], fresh])
+            parts["coverage"] = parts["coverage"].reset_index(drop=True)
         else:
             blocks.copy_named_part(session, base_id, run.id, unit.label, "coverage")
         points = recount_points[np.isin(recount_points["area_id"].to_numpy(), mine)]
@@ -707,13 +706,72 @@ def _run_coverage(
     table["grids_without_working_camera"] = (table["cameras_working"] == 0).astype(np.int64)
     _COVERAGE_CACHE.clear()  # one run at a time per process: keep only the newest
     built = _RunCoverage(table, ViewIndex(views))
+    if not local:  # every camera's view: later incremental runs can ask it
+        url = str(session.get_bind().engine.url)
+        _COUNTY_VIEWS[url] = (_camera_signature(session), built.views)
     _COVERAGE_CACHE[key] = built
     return built
 
 
+def _camera_signature(session: Session) -> tuple[Any, ...]:
+    """Return a one-row fingerprint of the cameras (count, newest id, newest cameras import).
+
+    Cameras are written only by their importer, so the views built for one fingerprint hold
+    until the next cameras import finishes.
+    """
+    camera_import = ImportBatch.kind == "cameras"
+    row = session.execute(
+        select(
+            select(func.count()).select_from(Camera).scalar_subquery(),
+            select(func.max(Camera.id)).scalar_subquery(),
+            select(func.max(ImportBatch.id)).where(camera_import).scalar_subquery(),
+            select(func.max(ImportBatch.finished_at)).where(camera_import).scalar_subquery(),
+        )
+    ).one()
+    return tuple(row)
+
+
+#: The county's camera views of this process, per database, with their camera fingerprint.
+_COUNTY_VIEWS: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+
+def _county_views(session: Session) -> Any:
+    """Return every working camera's view, indexed, built once per process and camera set.
+
+    An incremental run after incident or patrol imports asks only which of its incidents no
+    camera saw; the views do not change between such runs.
+    """
+    from gridwatch.workers.aggregate.coverage import ViewIndex, camera_views
+
+    url = str(session.get_bind().engine.url)
+    signature = _camera_signature(session)
+    entry = _COUNTY_VIEWS.get(url)
+    if entry is not None and entry[0] == signature:
+        return entry[1]
+    columns = [
+        Camera.lon,
+        Camera.lat,
+        Camera.status,
+        Camera.type,
+        Camera.direction_deg,
+        Camera.fov_deg,
+        Camera.range_m,
+        Camera.grid_id,
+    ]
+    cameras = read_frame(session, select(*columns), [c.key for c in columns])
+    views = camera_views(cameras) if len(cameras) else np.array([], dtype=object)
+    index = ViewIndex(views)
+    _COUNTY_VIEWS[url] = (signature, index)
+    return index
+
+
 def _unit_coverage(
-    session: Session, run_id: int, grid_ids: list[int], incidents: pd.DataFrame
-) -> tuple[np.ndarray, pd.DataFrame]:
+    session: Session,
+    run_id: int,
+    grid_ids: list[int],
+    incidents: pd.DataFrame,
+    measure: bool = True,
+) -> tuple[np.ndarray, pd.DataFrame | None]:
     """Camera coverage of a unit's grids and which of its incidents no camera saw.
 
     Returns
@@ -722,8 +780,13 @@ def _unit_coverage(
         Per incident: seen by no working camera.
     coverage : pandas.DataFrame
         Per grid: ``area_id``, the :data:`COVERAGE_ADDITIVE` figures and ``blind_spot_wkb``
-        (the part of the grid no working camera sees).
+        (the part of the grid no working camera sees); ``None`` when not ``measure``d (only
+        which incidents no camera saw is wanted: the county's views answer that).
     """
+    if not measure:
+        views = _county_views(session)
+        lon, lat = incidents["lon"].to_numpy(), incidents["lat"].to_numpy()
+        return (views.outside(lon, lat) if len(incidents) else np.zeros(0, dtype=bool)), None
     run_coverage = _run_coverage(session, run_id, grid_ids)
     outside = (
         run_coverage.views.outside(incidents["lon"].to_numpy(), incidents["lat"].to_numpy())

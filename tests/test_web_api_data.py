@@ -8,6 +8,7 @@ publishes.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -90,10 +91,29 @@ def test_area_page_map_shows_that_areas_grids_heat_cameras_and_hot_spots(client,
     assert response.status_code == 200
     assert "'nonce-" in response.headers["Content-Security-Policy"]
     html = response.get_data(as_text=True)
+    # The grid polygons are fetched when the choropleth draws: as the browser would.
+    urls = sorted(
+        {
+            json.loads(u)
+            for u in re.findall(
+                r'GridWatchMap\.lazyGeoJson\(("/map/layers/polygons\.json\?[^"]+")', html
+            )
+        }
+    )
+    assert urls and all(f"area={code}" in u for u in urls)
+    fetched = []
+    for polygons_url in urls:
+        answer = client.get(polygons_url)
+        assert answer.status_code == 200, polygons_url
+        body = answer.get_data()
+        if answer.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        fetched.append(body.decode())
+    shown = html + "".join(fetched)
     for grid in own:
-        assert f'"code":"{grid}"' in html
+        assert f'"code":"{grid}"' in shown
     for grid in other:
-        assert grid not in html
+        assert grid not in shown
     # The cameras switched on are fetched for this area only.
     assert f"/map/layers/cameras.json?area={code}" in html
     # "Open the map" keeps the same focus and layers.

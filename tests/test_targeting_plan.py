@@ -4,6 +4,7 @@ and the issue's command names, on hand-made instances and on the demo county."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_grid_explanation_names_village_red_line_and_counts():
 
 
 @pytest.fixture(scope="module")
-def demo_county(tmp_path_factory):
+def demo_build(tmp_path_factory):
     from conftest import make_settings
 
     from gridwatch.demo.build import build_demo
@@ -235,10 +236,16 @@ def demo_county(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan_demo")
     settings = make_settings(root)
     engine = create_db_engine(settings.database_url)
-    build_demo(settings, engine, root / "files", seed=7, scale="small")
+    report = build_demo(settings, engine, root / "files", seed=7, scale="small")
     run_eager(engine, settings, RunRequest(period_kinds=("quarter",)))
-    yield settings, engine
+    yield settings, engine, report.files.truths
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo_county(demo_build):
+    settings, engine, _truths = demo_build
+    return settings, engine
 
 
 def _cli(settings, *args, code=0):
@@ -429,3 +436,55 @@ def test_demo_early_warning_and_model_commands(demo_county):
         c for c in model["coefficients"] if c["feature"] == "two_robberies_one_theft_per_1000"
     )
     assert theft["coef"] < 0 and theft["holds"]
+
+
+@pytest.mark.slow
+def test_demo_built_in_truths_are_found_by_the_priority_index(demo_build):
+    """The generator's rising 两抢一盗 townships and camera-less villages rank high."""
+    from scipy.stats import mannwhitneyu
+
+    from gridwatch.targeting.linkage import priorities
+
+    settings, engine, truths = demo_build
+    rising = set(truths["rising_townships"])
+    blind = set(truths["villages_without_cameras"])
+    assert len(rising) == 4 and 60 <= len(blind) <= 140
+
+    # Townships: the rising ones are in the top quarter (one may be drowned by its noise,
+    # chance alone puts 3 of 4 there 5 % of the time) and all in the top half; their
+    # explanation names 两抢一盗, its rise on last quarter and the levers that fit it.
+    townships = priorities(engine, settings, "2026Q3", level="township", replicates=100)["rows"]
+    quarter = len(townships) / 4
+    found = [r for r in townships if r["area_code"] in rising]
+    assert len(found) == 4
+    assert sum(r["rank"] <= quarter for r in found) >= 3
+    assert all(r["rank"] <= len(townships) / 2 for r in found)
+    for r in found:
+        assert r["top_factor"]["code"] == "two_robberies_one_theft"
+        assert "首要不满意因素 两抢一盗" in r["explanation"]
+        assert re.search(r"两抢一盗警情 \d+ 起,较上季度 \+\d+%", r["explanation"])
+        assert {lever["code"] for lever in r["levers"]} == {"cameras", "night_patrol"}
+
+    villages = priorities(engine, settings, "2026Q3", level="village", replicates=100)["rows"]
+    share = {r["area_code"]: r["rank"] / len(villages) for r in villages}
+    # Villages of the rising townships: their median rank is in the top quarter.
+    rising_ranks = [share[r["area_code"]] for r in villages if r["parent_code"] in rising]
+    assert len(rising_ranks) >= 20 and float(np.median(rising_ranks)) <= 0.25
+
+    # Villages without a working camera rank clearly above the others (their incidents are
+    # few, so the index cannot put them all at the top), and their explanation says that
+    # their incidents happened in blind spots and proposes camera coverage.
+    blind_rows = [r for r in villages if r["area_code"] in blind]
+    blind_ranks = [share[r["area_code"]] for r in blind_rows]
+    other_ranks = [share[code] for code in share if code not in blind]
+    assert mannwhitneyu(blind_ranks, other_ranks, alternative="less").pvalue < 0.01
+    assert np.mean(np.array(blind_ranks) <= 0.5) >= 0.55
+    blind_pcts = []
+    for r in blind_rows:
+        match = re.search(r"(\d+)% 的警情发生在监控盲区", r["explanation"])
+        if match:
+            blind_pcts.append(int(match.group(1)))
+        if r["top_factor"]["code"] == "two_robberies_one_theft":
+            assert "cameras" in {lever["code"] for lever in r["levers"]}
+    assert len(blind_pcts) >= 0.8 * len(blind_rows) and min(blind_pcts) >= 50
+    assert np.mean(blind_pcts) >= 95

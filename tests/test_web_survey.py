@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import shutil
 
 import pytest
@@ -375,3 +377,59 @@ def test_navigation_links_the_survey_pages(client):
     _as(client, "town_a")
     html = _text(client.get("/"))
     assert 'href="/survey/rankings"' in html and "安全感测评" in html
+
+
+def _frame_data(html: str) -> dict:
+    """Return the JSON the plan map's script is called with (its first argument after the map)."""
+    import json
+    import re
+
+    match = re.search(r"\}\)\(map_\w+, (\{.*?\}), \{", html, re.S)
+    assert match, html[-2000:]
+    return json.loads(match.group(1))
+
+
+def test_plan_map_shows_numbered_sites_and_blind_incidents_offline(app):
+    client = _as(app.test_client(), "county")
+    page = _text(client.get(f"/survey/plan?township={TOWNSHIP_A}&period=2026Q3"))
+    assert 'id="plan-map"' in page and "/survey/plan/frame?township=" in page
+    assert "地图上的监控规划" in page
+    response = client.get(f"/survey/plan/frame?township={TOWNSHIP_A}&period=2026Q3")
+    assert response.status_code == 200
+    html = _text(response)
+    policy = response.headers["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
+    assert f'<script nonce="{nonce}"' in html and "unsafe-inline" not in policy.split("style")[0]
+    # every script and stylesheet comes from this app
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert src.startswith("/"), src
+    data = _frame_data(html)
+    assert [s["number"] for s in data["sites"]] == list(range(1, len(data["sites"]) + 1))
+    assert data["sites"] and data["sites"][0]["covered_incidents"] >= 1
+    # the silent case in A is in a blind spot (its camera is offline) and site 1 sees it
+    blind = data["blind_incidents"]
+    silent = [b for b in blind if (b["lon"], b["lat"]) == (104.005, 30.005)]
+    assert silent and all(GRIDS_A[0] in b["grid"] for b in silent)
+    assert silent[0]["covered_by"] in [s["number"] for s in data["sites"]]
+    # each site's popup count is the blind-spot incidents first seen by it
+    for site in data["sites"]:
+        seen = sum(b["covered_by"] == site["number"] for b in blind)
+        assert seen == site["covered_incidents"], site
+    assert all(c["id"] != CAMERA_ID for c in data["cameras"])  # offline: not a working camera
+    for label in ("可新增覆盖警情", "建议点位"):  # the popups' labels, translated
+        assert json.dumps(label)[1:-1] in html
+    assert "幸福路" not in html
+
+
+def test_plan_map_follows_the_role_rules_and_the_jurisdiction(app):
+    client = _as(app.test_client(), "town_a")
+    html = _text(client.get(f"/survey/plan/frame?township={TOWNSHIP_A}&period=2026Q3"))
+    data = _frame_data(html)
+    assert data["sites"] and data["blind_incidents"] == []  # counts only for a township
+    assert client.get(f"/survey/plan/frame?township={TOWNSHIP_B}").status_code == 404
+    assert client.get("/survey/plan/frame?township=999999999999").status_code == 404
+    assert client.get(f"/survey/plan/frame?township={VILLAGE_A}").status_code == 404
+    assert client.get("/survey/plan/frame?period=2026Q9").status_code == 404
+    client = _as(app.test_client(), "town_b")
+    assert client.get(f"/survey/plan/frame?township={TOWNSHIP_A}").status_code == 404
+    assert app.test_client().get("/survey/plan/frame").status_code in (302, 401)

@@ -379,14 +379,18 @@ def list_tasks(
     status: str | None = None,
     tree: AreaTree | None = None,
     today: date | None = None,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return the tasks of the given townships (``None``: every task), newest first.
 
     ``township_ids`` is a jurisdiction's area ids (or any superset of the townships wanted):
-    a task is listed only when its township is among them.
+    a task is listed only when its township is among them. ``status`` and ``kind`` keep only
+    the tasks with that status or kind.
     """
     if status is not None and status not in TASK_STATUSES:
         raise TaskError(f"the status must be one of {', '.join(TASK_STATUSES)}, not {status!r}")
+    if kind is not None and kind not in TASK_KINDS:
+        raise TaskError(f"the task kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
     tree = tree or load_tree(engine)
     today = today or datetime.now(UTC).date()
     query = (
@@ -401,6 +405,8 @@ def list_tasks(
         query = query.where(PreventionTask.township_id.in_(ids))
     if status is not None:
         query = query.where(PreventionTask.status == status)
+    if kind is not None:
+        query = query.where(PreventionTask.kind == kind)
     with session_scope(engine) as session:
         return [
             _to_dict(task, tree, (code, name) if code else None, today)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
@@ -285,6 +286,45 @@ def survey_early_warning() -> Response:
     from gridwatch.web.survey import scoped_early_warning
 
     return _survey_answer(scoped_early_warning)
+
+
+# -- prevention tasks ------------------------------------------------------------------------
+
+
+def _iso_times(value: Any) -> Any:
+    """Return ``value`` with every date and time as ISO 8601 (jsonify would write RFC 822)."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _iso_times(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_iso_times(item) for item in value]
+    return value
+
+
+@bp.get("/tasks")
+@login_required
+def tasks() -> Response:
+    """Return the jurisdiction's prevention tasks, newest first (``status``, ``kind`` filter)."""
+    from gridwatch.web.survey import scoped_tasks
+
+    return _survey_answer(
+        lambda: _iso_times(
+            scoped_tasks(
+                request.args.get("status", "").strip() or None,
+                request.args.get("kind", "").strip() or None,
+            )
+        )
+    )
+
+
+@bp.get("/tasks/<int:task_id>")
+@login_required
+def task(task_id: int) -> Response:
+    """Return one visible task with its history, effect and displacement watch."""
+    from gridwatch.web.survey import scoped_task
+
+    return _survey_answer(lambda: _iso_times(scoped_task(task_id)))
 
 
 # -- imports ---------------------------------------------------------------------------------

@@ -299,6 +299,55 @@ def openapi_document(levels: Sequence[str], import_kinds: Sequence[str] = ()) ->
                     },
                 }
             },
+            "/tasks": {
+                "get": {
+                    "summary": "Prevention tasks of the caller's jurisdiction, newest first",
+                    "operationId": "listTasks",
+                    "parameters": [
+                        _param(
+                            "status",
+                            "Only tasks with this status.",
+                            enum=["open", "in_progress", "done", "cancelled"],
+                        ),
+                        _param(
+                            "kind",
+                            "Only tasks of this kind.",
+                            enum=["camera", "repair", "patrol", "publicity", "follow_up", "other"],
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json({"type": "array", "items": {"type": "object"}}, "Tasks."),
+                        "400": bad_request,
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/tasks/{task_id}": {
+                "get": {
+                    "summary": "One prevention task with its history, effect and displacement",
+                    "description": (
+                        "`effect.state` is `not_done`, `no_targets`, `too_early` or "
+                        "`measured`; when measured it holds the target and comparison grids' "
+                        "counts, the difference in differences with its interval and "
+                        "`displacement` (bordering grids the caller may see; `hidden` counts "
+                        "the others)."
+                    ),
+                    "operationId": "getTask",
+                    "parameters": [
+                        {
+                            "name": "task_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "The task."),
+                        "404": {"description": "No such task in the caller's jurisdiction."},
+                        **_ERRORS,
+                    },
+                }
+            },
             "/runs": {
                 "get": {
                     "summary": "Aggregation runs, newest first",

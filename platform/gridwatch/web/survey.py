@@ -17,6 +17,7 @@ interface language: they are documents to file and pass on.
 from __future__ import annotations
 
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from io import BytesIO
@@ -50,7 +51,9 @@ from gridwatch.web.access import (
 )
 from gridwatch.web.extensions import state
 from gridwatch.web.mapcache import map_cache
+from gridwatch.web.maps import basemap, tile_origins, with_nonce
 from gridwatch.web.screen import STATUS_LABELS
+from gridwatch.web.security import content_security_policy
 
 T = TypeVar("T")
 
@@ -146,6 +149,24 @@ SITE_KINDS: dict[str, LazyString] = {
     "junction": _l("Road junction"),
 }
 CAMERA_STATUS: dict[str, LazyString] = {"offline": _l("Disconnected"), "broken": _l("Faulty")}
+#: Labels of the camera plan's map (keys of gridwatch.maps.plan.DEFAULT_PLAN_TEXT).
+PLAN_MAP_TEXT: dict[str, LazyString] = {
+    "layer.grids": _l("Grids"),
+    "layer.cameras": _l("Working cameras"),
+    "layer.incidents": _l("Blind-spot incidents"),
+    "layer.sites": _l("Proposed camera sites"),
+    "site": _l("Proposed site"),
+    "grid": _l("Grid"),
+    "kind": _l("Candidate kind"),
+    "adds": _l("Incidents it adds"),
+    "camera": _l("Camera"),
+    "type": _l("Type"),
+    "incident": _l("Blind-spot incident"),
+    "covered_by": _l("Seen by proposed site"),
+    "not_covered": _l("none"),
+    "legend.covered": _l("Would be seen by a proposed site"),
+    "legend.uncovered": _l("Still unseen"),
+}
 
 
 class SurveyRequestError(ValueError):
@@ -385,6 +406,32 @@ def scoped_plan(township_code: str, quarter: str | None) -> dict[str, Any]:
     return plan
 
 
+def scoped_plan_layers(township_code: str, quarter: str | None) -> dict[str, Any]:
+    """Return the camera plan's map layers of a visible township, cut to the reader's role.
+
+    Single incidents are points only for :data:`INCIDENT_DETAIL_ROLES`, cameras only for
+    :data:`CAMERA_ROLES` (the data tables' rules); every reader sees the proposed sites.
+    """
+    from gridwatch.targeting.plan_layers import camera_plan_layers
+
+    plan = scoped_plan(township_code, quarter)
+    engine, settings = state().engine, state().settings
+    full = _cached(
+        "plan_layers",
+        (township_code, quarter),
+        lambda: _domain_errors(
+            lambda: camera_plan_layers(engine, settings, plan["cameras"], area_tree())
+        ),
+    )
+    role = _role()
+    layers = dict(full)
+    if role not in INCIDENT_DETAIL_ROLES:
+        layers["blind_incidents"] = []
+    if role not in CAMERA_ROLES:
+        layers["cameras"] = []
+    return layers
+
+
 # -- views -----------------------------------------------------------------------------------
 
 
@@ -528,6 +575,35 @@ def plan() -> Any:
         can_edit_tasks=_role() in TASK_EDIT_ROLES,
         **_common(quarter, error),
     )
+
+
+@bp.get("/plan/frame")
+@login_required
+def plan_frame() -> Any:
+    """Return the camera plan's map document (vendored Leaflet, a nonce on its inline code)."""
+    from gridwatch.maps.plan import plan_map_html
+
+    quarter, error = _quarter_or_error()
+    township = _township_arg()
+    if error is not None or township is None:
+        abort(404)
+    try:
+        layers = scoped_plan_layers(township.code, quarter)
+    except SurveyRequestError:
+        abort(404)
+    html = plan_map_html(
+        layers,
+        lambda path: url_for("maps.asset", filename=path),
+        basemap=basemap(),
+        text={key: str(label) for key, label in PLAN_MAP_TEXT.items()},
+        kind_labels={key: str(label) for key, label in SITE_KINDS.items()},
+    )
+    nonce = secrets.token_urlsafe(18)
+    response = Response(with_nonce(html, nonce), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        nonce, img_sources=tile_origins()
+    )
+    return response
 
 
 def _role() -> str:
@@ -812,6 +888,43 @@ def _visible_displacement(effect: dict[str, Any]) -> dict[str, Any]:
             "rising": sum(1 for r in rows if r["rising"]),
         }
     }
+
+
+def scoped_tasks(status: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    """Return the tasks of the reader's jurisdiction, newest first, by status and kind.
+
+    Raises
+    ------
+    SurveyRequestError
+        When ``status`` or ``kind`` is not one the tasks have.
+    """
+    from gridwatch.targeting.tasks import TaskError, list_tasks
+
+    try:
+        return list_tasks(
+            state().engine,
+            current_jurisdiction().area_ids,
+            status=status,
+            tree=area_tree(),
+            kind=kind,
+        )
+    except TaskError as exc:
+        raise SurveyRequestError(str(exc)) from exc
+
+
+def scoped_task(task_id: int) -> dict[str, Any]:
+    """Return a visible task with its history, effect and displacement watch (else 404).
+
+    Neighbouring grids outside the reader's jurisdiction are left out of the displacement
+    rows (``hidden`` counts them).
+    """
+    from gridwatch.targeting.tasks import task_effect, task_history
+
+    task = _task_or_404(task_id)
+    effect = _visible_displacement(
+        task_effect(state().engine, state().settings, task_id, TASK_EFFECT_WEEKS, tree=area_tree())
+    )
+    return task | {"history": task_history(state().engine, task_id), "effect": effect}
 
 
 @bp.get("/tasks/<int:task_id>")

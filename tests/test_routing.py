@@ -525,3 +525,107 @@ def test_road_paths_are_drawn_and_used_for_off_route():
     del route["path"]  # the same pings against straight legs: the detour is off route
     straight = adherence_from_pings(payload, pings, TZ)["teams"][0]
     assert straight["off_route_km"] > 3
+
+
+# -- the prevention plan's patrol-focus grids as a risk term --------------------------------
+
+
+def ring_of_grids(n: int = 8) -> pd.DataFrame:
+    """``n`` grids on a 1.5 km ring round a base, every risk input equal."""
+    angles = np.arange(n) * 2 * np.pi / n
+    return pd.DataFrame(
+        {
+            "grid_code": [f"G{i}" for i in range(n)],
+            "lon": 113.0 + 0.015 * np.cos(angles),
+            "lat": 28.0 + 0.0135 * np.sin(angles),
+            "forecast": 2.0,
+            "recent": 5.0,
+            "hotspot": True,
+            "blind_spot": 1.0,
+        }
+    )
+
+
+def ring_problem(scored: list, shift_minutes: int = 360) -> Problem:
+    places = [Place(g.grid_code, g.lon, g.lat, g.risk_by_hour) for g in scored]
+    places.sort(key=lambda p: p.grid_code)  # the solver sees the grids in one fixed order
+    teams = [TeamShift(1, "T1", 113.0, 28.0, "ebike", 15.0)]
+    lon = np.array([p.lon for p in places] + [113.0])
+    lat = np.array([p.lat for p in places] + [28.0])
+    return Problem(
+        teams, places, straight_line_matrix(lon, lat, 1.3), 20.0, shift_minutes,
+        PlanningOptions(),
+    )  # fmt: skip
+
+
+WEIGHTS = {"forecast": 0.4, "recent": 0.3, "hotspot": 0.2, "blind_spot": 0.1, "focus": 0.15}
+NO_INCIDENTS = pd.DataFrame({"grid_code": [], "hour": []})
+
+
+def test_focus_grid_with_otherwise_equal_risk_is_visited_first_with_more_dwell():
+    from gridwatch.routing.risk import score_grids
+
+    frame = ring_of_grids()
+    plain = score_grids(frame, NO_INCIDENTS, WEIGHTS, 20.0, 360)
+    assert len({round(g.shift_risk, 9) for g in plain}) == 1  # all equal without the plan
+    focus = {"G5": (20, 21, 22)}
+    scored = score_grids(frame, NO_INCIDENTS, WEIGHTS, 20.0, 360, focus)
+    assert scored[0].grid_code == "G5"
+    others = {g.grid_code: g for g in scored[1:]}
+    assert scored[0].shift_risk > max(g.shift_risk for g in others.values())
+    # stronger at its peak hours than at the shift's other hours
+    assert scored[0].risk_by_hour[20] > scored[0].risk_by_hour[1]
+    assert others["G1"].risk_by_hour[20] == others["G1"].risk_by_hour[1]
+    # the focus term's mean over the day is its weight share: base = (1 + 0.15) / 1.15
+    assert scored[0].base == pytest.approx(1.0)
+    assert np.mean(scored[0].risk_by_hour) == pytest.approx(1.0, abs=1e-5)
+
+    payload = payload_of(ring_problem(scored))
+    stops = payload["teams"][0]["stops"]
+    assert stops[0]["grid_code"] == "G5", [s["grid_code"] for s in stops]
+    assert stops[0]["arrive"][11:13] in {"20", "21", "22"}
+    focus_dwell = stops[0]["dwell_min"]
+    other_dwells = [s["dwell_min"] for s in stops if s["grid_code"] != "G5"]
+    assert other_dwells and focus_dwell > max(other_dwells)
+    assert focus_dwell == 16
+
+
+def test_focus_weight_zero_or_no_focus_grids_reproduce_the_old_plan_exactly():
+    from gridwatch.routing.risk import score_grids
+
+    rng = np.random.default_rng(5)
+    frame = ring_of_grids(12).assign(
+        forecast=rng.gamma(1.0, size=12),
+        recent=rng.poisson(4, size=12),
+        hotspot=rng.random(12) < 0.3,
+        blind_spot=rng.poisson(2, size=12),
+    )
+    hours = pd.DataFrame(
+        {"grid_code": [f"G{i % 12}" for i in range(90)], "hour": rng.integers(0, 24, size=90)}
+    )
+    old_weights = {k: v for k, v in WEIGHTS.items() if k != "focus"}
+    old = score_grids(frame, hours, old_weights, 20.0, 360)
+    focus = {"G3": (21, 22, 23), "G7": ()}
+    zero = score_grids(frame, hours, {**WEIGHTS, "focus": 0.0}, 20.0, 360, focus)
+    unused = score_grids(frame, hours, WEIGHTS, 20.0, 360, None)
+    assert zero == old and unused == old  # identical floats, not approximately equal
+    plans = [payload_of(ring_problem(scores)) for scores in (zero, old)]
+    for plan in plans:  # wall-clock times differ between runs, nothing else may
+        plan["solver"].pop("seconds")
+        plan["greedy"].pop("seconds")
+    assert plans[0] == plans[1] and plans[0]["teams"][0]["stops"]
+    # and the weight does change the scores when it is not zero
+    weighed = score_grids(frame, hours, WEIGHTS, 20.0, 360, focus)
+    assert weighed != old
+    ranks = [g.grid_code for g in weighed]
+    assert ranks.index("G3") < [g.grid_code for g in old].index("G3")
+
+
+def test_focus_weight_is_read_from_the_weights_setting():
+    from gridwatch.config import ConfigError, load_settings
+
+    assert load_settings({}).route_risk_weights["focus"] == 0.15
+    settings = load_settings({"GRIDWATCH_ROUTE_RISK_WEIGHTS": "focus=0.5"})
+    assert settings.route_risk_weights == {**WEIGHTS, "focus": 0.5}
+    with pytest.raises(ConfigError, match="focus must be at least 0"):
+        load_settings({"GRIDWATCH_ROUTE_RISK_WEIGHTS": "focus=-1"})

@@ -217,3 +217,69 @@ def test_adherence_per_team_and_station_over_days(demo, tmp_path):
     assert one.exit_code == 0 and f"{len(walker['stops'])}/" in one.output
     both = invoke(settings, "routes", "adherence", "--plan", "1", "--station", station)
     assert both.exit_code == 2 and "either --plan" in both.output
+
+
+def test_plan_focus_grids_are_weighed_and_named_in_the_json(demo):
+    from gridwatch.targeting.prevention import station_patrol_focus
+
+    settings, engine, stations = demo
+    station = stations[0]
+    focus = station_patrol_focus(engine, settings, station)
+    assert focus, "the demo has survey data, so the prevention plan names focus grids"
+    assert all(len(hours) in (0, 3) for hours in focus.values())
+
+    with_focus = plan_json(settings, station, "2026-11-22", "--no-store")
+    without = plan_json(settings, station, "2026-11-22", "--no-store", "--no-plan-focus")
+    named = with_focus["plan_focus"]
+    assert named["used"] is True and named["weight"] == 0.15 and "note" not in named
+    assert named["grids"], "some focus grids are among the candidate stops"
+    for grid in named["grids"]:
+        assert grid["peak_hours"] == sorted(focus[grid["grid_code"]])
+    assert without["plan_focus"] == {"used": False, "weight": 0.0, "grids": []}
+    assert_feasible(with_focus, None)
+
+    def focus_stops(payload: dict) -> list[dict]:
+        return [s for t in payload["teams"] for s in t["stops"] if s["grid_code"] in focus]
+
+    assert all(s["focus"] for s in focus_stops(with_focus))
+    assert not any(s["focus"] for t in without["teams"] for s in t["stops"])
+    # the focus grids get more of the shift: more stop-minutes with the term than without
+    minutes_with = sum(s["dwell_min"] for s in focus_stops(with_focus))
+    minutes_without = sum(s["dwell_min"] for s in focus_stops(without))
+    assert minutes_with > minutes_without, (minutes_with, minutes_without)
+
+    text = invoke(
+        settings, "routes", "plan", "--station", station, "--date", "2026-11-22",
+        "--shift", SHIFT, "--no-store",
+    )  # fmt: skip
+    assert text.exit_code == 0, text.output
+    assert "prevention plan's patrol-focus grids weighed" in text.output
+    assert named["grids"][0]["grid_code"] in text.output
+
+
+def test_plan_without_survey_data_plans_without_focus_and_says_so(tmp_path):
+    """A county with grids, a station and a team but no survey: one line, then the plan."""
+    from conftest import make_settings
+
+    from gridwatch.demo.build import build_demo
+    from gridwatch.storage.models import SurveyResponse, SurveyResult, SurveyWave
+
+    settings = make_settings(tmp_path)
+    engine = create_db_engine(settings.database_url)
+    build_demo(settings, engine, tmp_path / "files", seed=7, scale="small")
+    with session_scope(engine) as session:
+        for table in (SurveyResponse, SurveyResult, SurveyWave):
+            session.query(table).delete()
+        station = session.scalars(select(Station.code).order_by(Station.code)).first()
+    result = invoke(
+        settings, "routes", "plan", "--station", station, "--date", "2026-11-22",
+        "--shift", SHIFT, "--no-store",
+    )  # fmt: skip
+    engine.dispose()
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "patrol-focus" in line]
+    assert lines == [
+        "planned without the prevention plan's patrol-focus grids: "
+        "no quarterly survey wave to rank the patrol-focus grids by"
+    ]
+    assert "Traceback" not in result.output

@@ -287,3 +287,37 @@ def test_plan_page_shows_adherence_after_the_shift(client, teams, app, web_setti
     assert f"1 / {len(team['stops'])}" in row[: row.index("</tr>")]
     others = [t for t in payload["teams"] if t["team_code"] != team["team_code"]]
     assert section.count("无定位:本班次未出勤") == len(others)
+
+
+def test_plan_focus_checkbox(client, teams, app):
+    """On by default; without survey data the plan is made without it and the page says so."""
+    login(client, "station")
+    form = client.get("/routes/").get_data(as_text=True)
+    checkbox = re.search(r'<input[^>]*name="plan_focus"[^>]*>', form)
+    assert checkbox and "checked" in checkbox.group(0)
+    assert "加权防控方案中的巡逻重点网格" in form
+    page = client.get("/routes/")
+    response = client.post(
+        "/routes/",
+        data={
+            "station": STATION,
+            "day": DAY,
+            "shift": "20:00-02:00",
+            "plan_focus": "y",
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+        },
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    plan_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    payload = load_plan(app.extensions["gridwatch"].engine, plan_id)
+    assert payload["plan_focus"]["used"] is False
+    assert "no quarterly survey wave" in payload["plan_focus"]["note"]
+    assert sum(len(t["stops"]) for t in payload["teams"]) > 0  # planned all the same
+    shown = client.get(f"/routes/{plan_id}").get_data(as_text=True)
+    assert "未计入防控方案的巡逻重点网格：防控方案无法计算" in shown
+    # unchecked: planned without it, and no note
+    unchecked = load_plan(app.extensions["gridwatch"].engine, planned(client))
+    assert unchecked["plan_focus"] == {"used": False, "weight": 0.0, "grids": []}
+    assert "未计入防控方案的巡逻重点网格。" in client.get(
+        f"/routes/{unchecked['plan_id']}"
+    ).get_data(as_text=True)

@@ -1509,6 +1509,12 @@ def _routing_errors(func: F) -> F:
     help="Write one GPX file per team into this directory.",
 )
 @click.option("--no-store", is_flag=True, help="Do not store the plan.")
+@click.option(
+    "--no-plan-focus",
+    is_flag=True,
+    help="Leave out the prevention plan's patrol-focus grids (used by default when survey "
+    "data exists).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
 @friendly_errors
@@ -1525,6 +1531,7 @@ def routes_plan_command(
     time_limit: float | None,
     gpx_dir: Path | None,
     no_store: bool,
+    no_plan_focus: bool,
     as_json: bool,
 ) -> None:
     """Plan one shift of a station's teams: risk-weighted stops, routes, greedy baseline."""
@@ -1535,6 +1542,9 @@ def routes_plan_command(
     upgrade_database(engine)
     shift_day = _parse_day(day, "--date")
     assert shift_day is not None
+    focus, focus_note = (
+        (None, None) if no_plan_focus else plan_focus_grids(engine, settings, station_code)
+    )
     payload = plan_station(
         engine,
         settings,
@@ -1546,7 +1556,10 @@ def routes_plan_command(
         max_stops=max_stops,
         solution_limit=solution_limit,
         time_limit_seconds=time_limit,
+        focus_grids=focus,
     )
+    if focus_note:
+        payload["plan_focus"]["note"] = focus_note
     if not no_store:
         store_plan(engine, payload)
     written = write_gpx(payload, gpx_dir) if gpx_dir else []
@@ -1554,6 +1567,14 @@ def routes_plan_command(
         emit_json(payload)
         return
     solver = payload["solver"]
+    if focus_note:
+        click.echo(focus_note)
+    elif focus is not None:
+        named = [g["grid_code"] for g in payload["plan_focus"]["grids"]]
+        click.echo(
+            f"prevention plan's patrol-focus grids weighed ({len(named)} in reach): "
+            + (", ".join(named) or "none")
+        )
     click.echo(
         f"plan {payload.get('plan_id', '(not stored)')}: station {payload['station_code']} "
         f"{payload['day']} {payload['shift']}, {len(payload['teams'])} teams, "
@@ -1584,6 +1605,23 @@ def routes_plan_command(
     )
     for path in written:
         click.echo(f"  GPX: {path}")
+
+
+def plan_focus_grids(
+    engine: Any, settings: Settings, station_code: str
+) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
+    """Return the station's patrol-focus grids (code → peak hours), or ``None`` and why not.
+
+    The prevention plan of each of the station's townships supplies them; when it cannot be
+    computed (no survey yet …) planning goes on without them and the sentence says so.
+    """
+    from gridwatch.targeting.prevention import station_patrol_focus
+    from gridwatch.targeting.rules import TargetingError
+
+    try:
+        return station_patrol_focus(engine, settings, station_code), None
+    except TargetingError as exc:
+        return None, f"planned without the prevention plan's patrol-focus grids: {exc}"
 
 
 @routes.command("adherence")

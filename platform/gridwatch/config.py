@@ -20,7 +20,13 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_LEVELS = ("county", "township", "village", "grid")
 DEFAULT_ROUTE_SPEEDS = {"foot": 4.5, "ebike": 15.0, "car": 30.0}
-DEFAULT_ROUTE_RISK_WEIGHTS = {"forecast": 0.4, "recent": 0.3, "hotspot": 0.2, "blind_spot": 0.1}
+DEFAULT_ROUTE_RISK_WEIGHTS = {
+    "forecast": 0.4,
+    "recent": 0.3,
+    "hotspot": 0.2,
+    "blind_spot": 0.1,
+    "focus": 0.15,
+}
 
 
 class ConfigError(ValueError):
@@ -106,8 +112,9 @@ class Settings:
     route_speeds : dict
         Patrol planning: km/h of ``foot``, ``ebike`` and ``car``.
     route_risk_weights : dict
-        Patrol planning: weights of ``forecast``, ``recent``, ``hotspot`` and ``blind_spot``
-        in a grid's risk score (:mod:`gridwatch.routing.risk`).
+        Patrol planning: weights of ``forecast``, ``recent``, ``hotspot``, ``blind_spot`` and
+        ``focus`` (the prevention plan's patrol-focus grids) in a grid's risk score
+        (:mod:`gridwatch.routing.risk`).
     route_border_metres : float
         Patrol planning: grids of neighbouring stations within this distance of a station's
         townships are candidate stops too (joint defence).

@@ -8,6 +8,7 @@ village teams walk (speeds: ``GRIDWATCH_ROUTE_SPEEDS``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -142,8 +143,12 @@ def load_problem_inputs(
     shift: Shift,
     team_codes: list[str] | None = None,
     max_stops: int = DEFAULT_MAX_STOPS,
+    focus_grids: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[dict[str, Any], list[TeamShift], list[Place]]:
     """Read the station, its teams and its candidate stops with their risk by hour.
+
+    ``focus_grids`` (grid code → peak local hours) are the prevention plan's patrol-focus
+    grids, computed by the caller; they add the ``focus`` term of the risk score.
 
     Returns
     -------
@@ -247,7 +252,9 @@ def load_problem_inputs(
     recent = hours.groupby("grid_code").size() if not hours.empty else pd.Series(dtype=float)
     frame["recent"] = frame["grid_code"].map(recent).fillna(0.0)
     start_hour = shift.start.hour + shift.start.minute / 60
-    scored = score_grids(frame, hours, settings.route_risk_weights, start_hour, shift.minutes)
+    scored = score_grids(
+        frame, hours, settings.route_risk_weights, start_hour, shift.minutes, focus_grids
+    )
     places = [
         Place(g.grid_code, g.lon, g.lat, g.risk_by_hour)
         for g in scored[:max_stops]
@@ -398,11 +405,18 @@ def plan_station(
     max_stops: int = DEFAULT_MAX_STOPS,
     solution_limit: int | None = None,
     time_limit_seconds: float | None = None,
+    focus_grids: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """Plan one shift of a station's teams; return the payload (not yet stored)."""
+    """Plan one shift of a station's teams; return the payload (not yet stored).
+
+    ``focus_grids`` maps the prevention plan's patrol-focus grids to their peak local hours
+    (the caller computes them with the targeting layer's ``station_patrol_focus``); ``None``
+    plans without the focus term. The payload's ``plan_focus`` names the focus grids among the
+    candidate stops and each stop says whether its grid is one (``focus``).
+    """
     shift = parse_shift(day, shift_text, settings.timezone)
     station, teams, places = load_problem_inputs(
-        engine, settings, station_code, shift, team_codes, max_stops
+        engine, settings, station_code, shift, team_codes, max_stops, focus_grids
     )
     roads_path = roads_file or settings.route_roads_file
     roads = RoadNetwork.from_file(roads_path) if roads_path else None
@@ -419,10 +433,43 @@ def plan_station(
         else f"straight_line x {settings.route_detour_factor:g}"
     )
     payload = plan_payload(problem, plan, greedy, shift, station, travel)
+    add_plan_focus(
+        payload,
+        focus_grids,
+        settings.route_risk_weights.get("focus", 0.0),
+        {place.grid_code for place in places},
+    )
     add_grid_names(engine, payload)
     if roads is not None:
         add_road_paths(roads, payload)
     return payload
+
+
+def add_plan_focus(
+    payload: dict[str, Any],
+    focus_grids: Mapping[str, Sequence[int]] | None,
+    weight: float,
+    candidates: set[str],
+) -> None:
+    """Add ``plan_focus`` (``used``, ``weight``, ``grids``) and each stop's ``focus`` flag.
+
+    ``grids`` lists the focus grids among the ``candidates`` (the candidate stops' grid
+    codes), each with its ``grid_code`` and ``peak_hours``, by code: the ones the focus term
+    weighed.
+    """
+    focus = dict(focus_grids or {})
+    payload["plan_focus"] = {
+        "used": focus_grids is not None,
+        "weight": float(weight) if focus_grids is not None else 0.0,
+        "grids": [
+            {"grid_code": code, "peak_hours": sorted({int(h) % 24 for h in focus[code]})}
+            for code in sorted(focus)
+            if code in candidates
+        ],
+    }
+    for team in payload["teams"]:
+        for stop in team["stops"]:
+            stop["focus"] = stop["grid_code"] in focus
 
 
 def add_road_paths(roads: RoadNetwork, payload: dict[str, Any]) -> None:

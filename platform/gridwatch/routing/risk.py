@@ -17,18 +17,27 @@ grids within the border distance, for joint defence):
     incidents no working camera saw (blind spots) in the last complete month, divided by
     the largest in reach.
 
-``base = (w_F F + w_R R + w_H H + w_B B) / (w_F + w_R + w_H + w_B)`` with configurable weights
-(``GRIDWATCH_ROUTE_RISK_WEIGHTS``). The hour profile of a grid is the share of its recent
-incidents at each local hour, shrunk towards the whole reach's profile with 5 pseudo-incidents
-(and that profile towards uniform with one per hour), so a grid whose incidents happen at night
-weighs more on a night shift. Risk per minute of presence at hour ``h`` is
-``base × 24 × profile_g(h)``; candidates are the grids with the highest mean risk over the shift's
-hours. A candidate's stop is its grid's representative point (shapely ``point_on_surface``,
-always inside the grid).
+``P``
+    1 when the township prevention plan names the grid a patrol-focus grid, else 0 (only when
+    the caller passes the plan's focus grids; routing never computes the plan itself).
+
+``base = (w_F F + w_R R + w_H H + w_B B + w_P P) / (w_F + w_R + w_H + w_B + w_P)`` with
+configurable weights (``GRIDWATCH_ROUTE_RISK_WEIGHTS``; ``w_P`` is the ``focus`` weight, and
+without focus grids the term is left out of the score altogether). The hour profile of a grid
+is the share of its recent incidents at each local hour, shrunk towards the whole reach's
+profile with 5 pseudo-incidents (and that profile towards uniform with one per hour), so a grid
+whose incidents happen at night weighs more on a night shift. Risk per minute of presence at
+hour ``h`` is ``base × 24 × profile_g(h)`` for the first four terms; the focus term's hour shape
+is half the grid's profile and half its peak hours from the plan (``24 / k`` at each of its
+``k`` peak hours), so a focus grid weighs most at the hours the plan names, and the term's
+mean over the day is still ``w_P P``. Candidates are the grids with the highest mean risk over
+the shift's hours. A candidate's stop is its grid's representative point (shapely
+``point_on_surface``, always inside the grid).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,7 +52,15 @@ ACTIVE_CLASSES: Final = frozenset({"new", "intensifying", "persistent", "consecu
 #: Pseudo-incidents with which a grid's hour profile is shrunk towards the reach's profile.
 PROFILE_PRIOR: Final = 5.0
 WEIGHT_NAMES: Final = ("forecast", "recent", "hotspot", "blind_spot")
-DEFAULT_WEIGHTS: Final = {"forecast": 0.4, "recent": 0.3, "hotspot": 0.2, "blind_spot": 0.1}
+#: Weight of the prevention plan's patrol-focus grids (``focus`` in the weights setting).
+FOCUS_WEIGHT_NAME: Final = "focus"
+DEFAULT_WEIGHTS: Final = {
+    "forecast": 0.4,
+    "recent": 0.3,
+    "hotspot": 0.2,
+    "blind_spot": 0.1,
+    "focus": 0.15,
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ def score_grids(
     weights: dict[str, float],
     shift_start_hour: float,
     shift_minutes: int,
+    focus: Mapping[str, Sequence[int]] | None = None,
 ) -> list[GridRisk]:
     """Score grids for a shift, highest mean shift risk first (ties by grid code).
 
@@ -110,16 +128,21 @@ def score_grids(
     hours : pandas.DataFrame
         Recent incidents' ``grid_code`` and local ``hour``, for the hour profiles.
     weights : dict
-        Weights of ``forecast``, ``recent``, ``hotspot`` and ``blind_spot`` (non-negative, not
-        all zero).
+        Weights of ``forecast``, ``recent``, ``hotspot``, ``blind_spot`` and ``focus``
+        (non-negative, not all zero).
     shift_start_hour : float
         Local hour of the shift start.
     shift_minutes : int
         Shift length.
+    focus : mapping, optional
+        The prevention plan's patrol-focus grids: grid code → its peak local hours (0–23; may
+        be empty). ``None`` leaves the focus term out (as does a ``focus`` weight of 0).
     """
     if frame.empty:
         return []
+    focus_weight = max(0.0, float(weights.get(FOCUS_WEIGHT_NAME, 0.0))) if focus else 0.0
     total_weight = sum(max(0.0, float(weights.get(n, 0.0))) for n in WEIGHT_NAMES)
+    total_weight += focus_weight
     if total_weight <= 0:
         raise ValueError("risk weights must not all be zero")
     codes = frame["grid_code"].astype(str).tolist()
@@ -138,7 +161,13 @@ def score_grids(
     }
     base = sum(max(0.0, float(weights.get(n, 0.0))) * components[n] for n in WEIGHT_NAMES)
     base = np.asarray(base, dtype=np.float64) / total_weight
-    risk = base[:, None] * 24.0 * hour_profiles(hours, codes)
+    profiles = hour_profiles(hours, codes)
+    risk = base[:, None] * 24.0 * profiles
+    if focus and focus_weight > 0:
+        term, shape = focus_shapes(codes, focus, profiles)
+        share = focus_weight * term / total_weight
+        base = base + share
+        risk = risk + share[:, None] * shape
     on_shift = shift_hours(shift_start_hour, shift_minutes)
     shift_risk = risk[:, on_shift].mean(axis=1)
     order = sorted(range(len(codes)), key=lambda i: (-shift_risk[i], codes[i]))
@@ -155,6 +184,25 @@ def score_grids(
         )
         for i in order
     ]
+
+
+def focus_shapes(
+    codes: list[str], focus: Mapping[str, Sequence[int]], profiles: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Return the focus term ``P`` per grid and its hour shape (rows with mean 1 over 24 h).
+
+    A focus grid's shape is half ``24 × profile`` and half ``24 / k`` at each of its ``k``
+    peak hours (all of it the profile when the plan gives no peak hours).
+    """
+    term = np.array([1.0 if code in focus else 0.0 for code in codes], dtype=np.float64)
+    shape = 24.0 * profiles
+    for i, code in enumerate(codes):
+        peaks = sorted({int(h) % 24 for h in focus.get(code, ())})
+        if peaks:
+            peak_shape = np.zeros(24, dtype=np.float64)
+            peak_shape[peaks] = 24.0 / len(peaks)
+            shape[i] = 0.5 * shape[i] + 0.5 * peak_shape
+    return term, np.asarray(shape)
 
 
 def is_hot(hotspot: object, hotspot_class: object) -> bool:

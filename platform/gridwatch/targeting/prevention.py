@@ -815,3 +815,85 @@ def prevention_plan(
         ),
         "follow_up": follow_up_cases(engine, settings, township_code, tree),
     }
+
+
+def patrol_focus_hours(
+    engine: Engine,
+    settings: Settings,
+    township_codes: list[str],
+    quarter: str | None = None,
+    replicates: int = 200,
+) -> dict[str, tuple[int, ...]]:
+    """Return the prevention plans' patrol-focus grids of townships with their peak hours.
+
+    The plain data patrol planning takes (:func:`gridwatch.routing.plans.plan_station`'s
+    ``focus_grids``): grid code → the local hours (0–23) of its peak three-hour window, empty
+    when the grid had no recent incidents. Only the patrol-focus list of
+    :func:`prevention_plan` is computed (no camera plan).
+
+    Parameters
+    ----------
+    township_codes : list of str
+        E.g. the townships a police station covers.
+    quarter : str, optional
+        Survey wave of the grid priorities (default: the newest).
+    replicates : int
+        Bootstrap replicates of the associations behind the grid priorities.
+
+    Raises
+    ------
+    TargetingError
+        Without a quarterly survey wave (the focus grids are ranked by the survey-linked grid
+        priority index), or for an unknown township or one without grid boundaries.
+    """
+    from gridwatch.periods import parse_period
+    from gridwatch.targeting.grid_priorities import grid_priorities
+    from gridwatch.targeting.indicators import survey_periods
+    from gridwatch.targeting.linkage import priorities
+
+    waves = [w for w in survey_periods(engine) if parse_period(w).kind == "quarter"]
+    if quarter is None and not waves:
+        raise TargetingError("no quarterly survey wave to rank the patrol-focus grids by")
+    label = parse_period(quarter).label if quarter else waves[-1]
+    tree = load_tree(engine)
+    villages = priorities(engine, settings, label, "village", replicates, tree=tree)
+    focus: dict[str, tuple[int, ...]] = {}
+    for code in township_codes:
+        data = load_camera_inputs(engine, settings, code, tree=tree)
+        rows = grid_priorities(
+            engine, settings, label, code, replicates, tree=tree, village_result=villages
+        )["rows"]
+        for row in patrol_focus(engine, settings, data, rows):
+            window = row["peak_hours"]
+            start = int(window[:2]) if window else None
+            focus[row["grid_code"]] = (
+                () if start is None else tuple((start + k) % 24 for k in range(3))
+            )
+    return focus
+
+
+def station_patrol_focus(
+    engine: Engine, settings: Settings, station_code: str, quarter: str | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Return :func:`patrol_focus_hours` for the townships a police station covers.
+
+    Raises
+    ------
+    TargetingError
+        For an unknown station, and as :func:`patrol_focus_hours`.
+    """
+    from gridwatch.storage.models import Station, StationTownship
+
+    with session_scope(engine) as session:
+        station_id = session.scalar(select(Station.id).where(Station.code == station_code))
+        if station_id is None:
+            raise TargetingError(f"no station with code {station_code!r}")
+        townships = list(
+            session.scalars(
+                select(Area.code)
+                .join(StationTownship, StationTownship.area_id == Area.id)
+                .where(StationTownship.station_id == station_id)
+                .order_by(Area.code)
+            )
+        )
+    return patrol_focus_hours(engine, settings, townships, quarter)

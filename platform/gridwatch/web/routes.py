@@ -22,7 +22,7 @@ from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import DateField, SelectField, StringField
+from wtforms import BooleanField, DateField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 
 from gridwatch.routing.plans import (
@@ -38,6 +38,8 @@ from gridwatch.routing.plans import (
     store_plan,
 )
 from gridwatch.routing.travel import RoadNetworkError
+from gridwatch.targeting.prevention import station_patrol_focus
+from gridwatch.targeting.rules import TargetingError
 from gridwatch.uploads import IMPORT_ROLES
 from gridwatch.web.access import current_jurisdiction, current_user, login_required
 from gridwatch.web.dashboard import local_today
@@ -83,6 +85,10 @@ class PlanForm(FlaskForm):
                 r"^\d{1,2}:\d{2}-\d{1,2}:\d{2}$", message=_l("Write the shift as 20:00-02:00.")
             ),
         ],
+    )
+
+    plan_focus = BooleanField(
+        _l("Weigh the prevention plan's patrol-focus grids (needs survey data)"), default=True
     )
 
     def validate_shift(self, field: StringField) -> None:
@@ -155,12 +161,21 @@ def plan() -> Any:
         return _index(form, status=400)
     day: date = form.day.data
     settings = state().settings
+    station_code = str(form.station.data)
+    focus, focus_note = None, None
+    if form.plan_focus.data:
+        try:
+            focus = station_patrol_focus(state().engine, settings, station_code)
+        except TargetingError as exc:
+            focus_note = f"planned without the prevention plan's patrol-focus grids: {exc}"
     try:
         payload = plan_station(
-            state().engine, settings, str(form.station.data), day, str(form.shift.data)
+            state().engine, settings, station_code, day, str(form.shift.data), focus_grids=focus
         )
     except (PlanningError, RoadNetworkError) as exc:
         return _index(form, error=str(exc), status=400)
+    if focus_note:
+        payload["plan_focus"]["note"] = focus_note
     plan_id = store_plan(state().engine, payload)
     return redirect(url_for("routes.show", plan_id=plan_id))
 

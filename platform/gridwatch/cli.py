@@ -87,6 +87,14 @@ def get_settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _settings_and_engine(ctx: click.Context) -> tuple[Settings, Any]:
+    """Return the settings and an engine on a database migrated to the current schema."""
+    settings = get_settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    return settings, engine
+
+
 def emit_json(data: Any) -> None:
     """Print ``data`` as JSON (UTF-8, Chinese unescaped)."""
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
@@ -446,9 +454,7 @@ def aggregate_command(
     from gridwatch.workers.engine import RunRequest
     from gridwatch.workers.service import start_aggregation
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     kinds = tuple(k for k in PERIOD_KIND_CHOICES[::-1] if k in periods) if periods else None
     request = RunRequest(
         trigger="cli",
@@ -479,9 +485,7 @@ def runs_command(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List aggregation runs, newest first."""
     from gridwatch.workers.engine import list_runs
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     runs = list_runs(engine, limit)
     if as_json:
         emit_json(runs)
@@ -519,9 +523,7 @@ def metrics_command(
     from gridwatch.periods import PeriodError
     from gridwatch.workers.engine import RunError, read_metrics
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     try:
         rows = read_metrics(engine, level, period, area_code)
     except (PeriodError, RunError) as exc:
@@ -573,9 +575,7 @@ def forecast_command(ctx: click.Context, level: str, period: str, as_json: bool)
     from gridwatch.periods import PeriodError
     from gridwatch.workers.engine import RunError, forecast_period
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     try:
         result = forecast_period(engine, settings, level, period)
     except (PeriodError, RunError) as exc:
@@ -655,9 +655,7 @@ def report_daily_command(ctx: click.Context, day: str | None, as_json: bool) -> 
     """Build the daily situation summary (每日治安形势); beat runs it at 06:00."""
     from gridwatch.workers.situation import build_daily_situation
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     built = build_daily_situation(engine, settings, _parse_day(day, "--day"))
     if as_json:
         emit_json(built)
@@ -792,9 +790,7 @@ def survey_indicators_command(
     from gridwatch.targeting.ladder import accountability_rules
     from gridwatch.taxonomy import load_survey_factors
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     label = _survey_quarter(ctx, engine, quarter)
     rules = accountability_rules(settings)
     names = {f.code: f.zh for f in load_survey_factors(settings.survey_factors_file).values()}
@@ -845,9 +841,7 @@ def survey_ranking_command(
     """Rank areas by single-item security with bootstrap rank intervals and ladder status."""
     from gridwatch.targeting.ranking import survey_ranking
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     label = _survey_quarter(ctx, engine, quarter)
     if replicates < 1:
         raise UserFacingError("--replicates must be at least 1")
@@ -894,9 +888,7 @@ def survey_ladder_command(ctx: click.Context, show_all: bool, as_json: bool) -> 
     """Accountability ladder: status history per township, county titles."""
     from gridwatch.targeting.ladder import STATUS_ZH, ladder_report
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     report = ladder_report(engine, settings)
     if as_json:
         emit_json(report)
@@ -955,9 +947,7 @@ def survey_priorities_command(
     """Priority index per area, explained in words and numbers."""
     from gridwatch.targeting.linkage import priorities
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     label = _survey_quarter(ctx, engine, quarter)
     result = priorities(engine, settings, label, level)
     if as_json:
@@ -1000,9 +990,7 @@ def survey_model_command(
     """Ridge model of security % on grid metrics, with cross-validated R² and intervals."""
     from gridwatch.targeting.model import security_model_report
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     if replicates < 1:
         raise UserFacingError("--replicates must be at least 1")
     result = security_model_report(engine, settings, level, replicates, seed)
@@ -1044,9 +1032,7 @@ def survey_early_warning_command(ctx: click.Context, lead: int, as_json: bool) -
     """Predicted security % per township before the survey, and who risks the bottom 5."""
     from gridwatch.targeting.early_warning import early_warning
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     result = early_warning(engine, settings, lead=lead)
     if as_json:
         emit_json(result)
@@ -1146,9 +1132,7 @@ def priorities_command(
         return
     from gridwatch.targeting.grid_priorities import grid_priorities
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     label = _survey_quarter(ctx, engine, period)
     if area_code:
         from gridwatch.areas import load_tree
@@ -1201,9 +1185,7 @@ def plan_cameras_command(
     """Propose new camera sites covering the most blind-spot incidents (MCLP, greedy)."""
     from gridwatch.targeting.prevention import camera_plan
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     if days < 1:
         raise UserFacingError("--days must be at least 1")
     result = camera_plan(engine, settings, township, n, radius, days, time_limit)
@@ -1255,9 +1237,7 @@ def plan_prevention_command(
     """Print a township's prevention plan: cameras, repairs, patrols, visits, follow-up."""
     from gridwatch.targeting.prevention import prevention_plan
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     if replicates < 1:
         raise UserFacingError("--replicates must be at least 1")
     result = prevention_plan(engine, settings, township, period, n, replicates=replicates)
@@ -1299,10 +1279,7 @@ def users() -> None:
 
 
 def _engine_for(ctx: click.Context) -> Any:
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
-    return engine
+    return _settings_and_engine(ctx)[1]
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -1537,9 +1514,7 @@ def routes_plan_command(
     """Plan one shift of a station's teams: risk-weighted stops, routes, greedy baseline."""
     from gridwatch.routing.plans import plan_station, store_plan, write_gpx
 
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     shift_day = _parse_day(day, "--date")
     assert shift_day is not None
     focus, focus_note = (
@@ -1661,9 +1636,7 @@ def routes_adherence_command(
 
     if (plan_id is None) == (station_code is None):
         raise UserFacingError("give either --plan ID or --station CODE with --from DATE")
-    settings = get_settings(ctx)
-    engine = create_db_engine(settings.database_url)
-    upgrade_database(engine)
+    settings, engine = _settings_and_engine(ctx)
     if station_code is not None:
         first = _parse_day(date_from, "--from")
         if first is None:

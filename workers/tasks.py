@@ -181,10 +181,19 @@ def finalize_run(self: Any, run_id: int) -> dict[str, Any]:
 
 @shared_task(name="aggregate.fail", acks_late=True)
 def fail_run(run_id: int) -> None:
-    """Chord error callback: a township failed for good, so the run is failed and unlocked."""
+    """Chord error callback: a township failed for good, so the run is failed and unlocked.
+
+    The run is then started again once, as a full run (a broker restart can fail a task that
+    had finished its work, when its result could not be stored); a retry that fails too is
+    left to beat's next refresh and the nightly run.
+    """
     settings, engine = _context()
     runs.mark_failed(engine, run_id, "a township task failed after its retries")
     _release_lock(run_id)
+    if runs.get_run(engine, run_id)["trigger"].startswith("retry:"):
+        return
+    new_id = runs.create_run(engine, runs.restart_request(engine, run_id), mode="worker")
+    dispatch_run(engine, new_id)
 
 
 def recover_stale_runs() -> list[int]:

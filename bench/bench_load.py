@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +44,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_database, city_marker  # noqa: E402
+from city import city_database  # noqa: E402
+from support import Gunicorn, aggregated_city, last_quarter, log, server_env  # noqa: E402
 
 SECRET_KEY = "bench-load-secret-key-0123456789"
 PASSWORD = "bench password 12345"
@@ -55,117 +53,12 @@ PASSWORD = "bench password 12345"
 MIX = [("metrics", 8), ("geo_metrics", 4), ("hotspots", 2), ("map", 3), ("map_frame", 3)]
 
 
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def last_quarter(database: Path) -> str:
-    """Return the last complete quarter before the city's "today"."""
-    from datetime import date
-
-    today = date.fromisoformat(city_marker(database)["today"])
-    quarter = (today.month - 1) // 3
-    year, previous = (today.year, quarter) if quarter else (today.year - 1, 4)
-    return f"{year}Q{previous}"
-
-
-def aggregated_city(city: Path) -> Path:
-    """Return a copy of ``city`` with a published full run and an admin token (cached)."""
+def _bench_user(engine: Any) -> dict[str, Any]:
+    """Create the benchmark's admin and return its API token (kept in the marker)."""
     from gridwatch.accounts import create_user, issue_token
-    from gridwatch.config import load_settings
-    from gridwatch.storage import create_db_engine, upgrade_database
-    from gridwatch.workers.engine import RunRequest, run_eager
 
-    target = city.with_name("load-" + city.name)
-    marker = target.with_name(target.name + ".json")
-    built_at = city_marker(city)["built_at"]
-    if target.exists() and marker.exists():
-        saved = json.loads(marker.read_text("utf-8"))
-        if saved.get("city_built_at") == built_at:
-            return target
-    building = target.with_name(target.name + ".building")
-    building.unlink(missing_ok=True)
-    shutil.copyfile(city, building)
-    with tempfile.TemporaryDirectory(prefix="gw-bench-load-") as scratch:
-        url = f"sqlite:///{building}"
-        settings = load_settings(
-            {
-                "GRIDWATCH_DATABASE_URL": url,
-                "GRIDWATCH_VAR_DIR": scratch,
-                "GRIDWATCH_SECRET_KEY": SECRET_KEY,
-            }
-        )
-        engine = create_db_engine(url)
-        try:
-            upgrade_database(engine)
-            start = time.perf_counter()
-            run_eager(engine, settings, RunRequest(trigger="bench", full=True))
-            seconds = time.perf_counter() - start
-            create_user(engine, "bench", "admin", PASSWORD, None)
-            token = issue_token(engine, "bench", label="bench_load")
-        finally:
-            engine.dispose()
-    os.replace(building, target)
-    marker.write_text(
-        json.dumps({"city_built_at": built_at, "token": token, "aggregate_s": round(seconds, 1)})
-        + "\n",
-        "utf-8",
-    )
-    log(f"  aggregated the city once (full run, {seconds:.1f} s) → {target}")
-    return target
-
-
-class Gunicorn:
-    """``gunicorn -w N 'gridwatch.web:create_app()'`` on a free loopback port."""
-
-    def __init__(self, database: Path, workers: int, var_dir: Path) -> None:
-        self.port = free_port()
-        self.log_path = var_dir / "gunicorn.log"
-        self.log = self.log_path.open("ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
-        env.update(
-            {
-                "GRIDWATCH_DATABASE_URL": f"sqlite:///{database}",
-                "GRIDWATCH_VAR_DIR": str(var_dir),
-                "GRIDWATCH_SECRET_KEY": SECRET_KEY,
-                "GRIDWATCH_SECURE_COOKIES": "false",
-            }
-        )
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.process = subprocess.Popen(
-            [str(gunicorn), "-w", str(workers), "-b", f"127.0.0.1:{self.port}"]
-            + ["--log-level", "warning", "gridwatch.web:create_app()"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited, see {self.log_path}") from None
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not answer within 60 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+    create_user(engine, "bench", "admin", PASSWORD, None)
+    return {"token": issue_token(engine, "bench", label="bench_load")}
 
 
 async def _one(port: int, request: bytes) -> tuple[int, int]:
@@ -296,22 +189,26 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     log(f"GridWatch load benchmark ({os.cpu_count()} CPUs), city {name}")
     city = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
-    database = aggregated_city(city)
-    token = json.loads(database.with_name(database.name + ".json").read_text("utf-8"))["token"]
+    database, marker = aggregated_city(city, "load", SECRET_KEY, after=_bench_user)
+    token = marker["token"]
     period = last_quarter(city)
     with tempfile.TemporaryDirectory(prefix="gw-bench-load-") as scratch:
         # gunicorn works on a copy: the SQLite file stays unchanged for the next run
         served = Path(scratch) / "served.db"
         shutil.copyfile(database, served)
-        server = Gunicorn(served, args.web_workers, Path(scratch))
+        server = Gunicorn(
+            server_env(served, Path(scratch), SECRET_KEY),
+            args.web_workers,
+            Path(scratch) / "gunicorn.log",
+        )
         try:
             requests = build_requests(server.port, token, sign_in(server.port), period)
             # every worker answers every kind once before the clock starts
             warm = asyncio.run(_run(server.port, requests, 20.0, 4 * args.web_workers))
             failed = {k: v for k, v in warm["errors"].items() if v}
             if failed:
-                log(f"  warm-up errors: {failed}; server log: {server.log_path}")
-                log(server.log_path.read_text("utf-8", "replace")[-3000:])
+                log(f"  warm-up errors: {failed}; server log: {server.log_file}")
+                log(server.tail(60))
                 return 1
             log(
                 f"  {args.rate:.0f} requests/s for {args.duration:.0f} s, open loop, "

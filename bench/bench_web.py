@@ -20,10 +20,13 @@ database ``bench_aggregate.py`` uses, aggregated once more here and kept as
    after each answer, so every request pays a connect) against
    ``gunicorn -w --workers`` (the README's production command): p50 / p90 / p99 of
    ``/api/v1/metrics`` (township level, a quarter) and ``/api/v1/geo/metrics`` (the map's
-   cached GeoJSON) with a bearer token, after every worker has answered them once, and the
-   p50 of one connection alone (what a request costs when nobody queues before it). Baseline:
-   a static file of the same server (no authentication, no database), the floor of gunicorn,
-   Flask and this client.
+   GeoJSON) with a bearer token and ``Accept-Encoding: gzip`` (as browsers and HTTP libraries
+   send it), after every worker has answered them once, and the p50 of one connection alone
+   (what a request costs when nobody queues before it). Both are served from the answer
+   cache (``gridwatch.web.answers``). Baselines, in the same run: a static file of the same
+   server (no authentication, no database; the floor of gunicorn, Flask and this client),
+   and ``/api/v1/metrics`` from a server with the answer cache off
+   (``GRIDWATCH_API_CACHE_MB=0``).
 
 Targets (issue 4): heat-map page < 1.5 MB and drawn in < 1 s; API p99 < 100 ms for cached
 metrics.
@@ -44,10 +47,8 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +61,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_database, city_marker  # noqa: E402
+from city import city_database  # noqa: E402
+from support import Gunicorn, aggregated_city, last_quarter, log, server_env  # noqa: E402
 
 TARGETS = {"page_mb": 1.5, "draw_s": 1.0, "api_p99_ms": 100.0}
 CHROMIUM = "/usr/bin/chromium"
@@ -99,121 +101,6 @@ AFTER_PAINT_JS = """
 () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(
   () => resolve(performance.now()))))
 """
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# -- the aggregated city --------------------------------------------------------------------------
-
-
-def aggregated_city(city: Path) -> Path:
-    """Return a copy of ``city`` with a published full run, building it when needed."""
-    from gridwatch.config import load_settings
-    from gridwatch.storage import create_db_engine, upgrade_database
-    from gridwatch.workers.engine import RunRequest, run_eager
-
-    target = city.with_name("web-" + city.name)
-    marker = target.with_name(target.name + ".json")
-    built_at = city_marker(city)["built_at"]
-    if target.exists() and marker.exists():
-        if json.loads(marker.read_text("utf-8")).get("city_built_at") == built_at:
-            return target
-    building = target.with_name(target.name + ".building")
-    building.unlink(missing_ok=True)
-    shutil.copyfile(city, building)
-    with tempfile.TemporaryDirectory(prefix="gw-bench-web-") as scratch:
-        url = f"sqlite:///{building}"
-        settings = load_settings(
-            {
-                "GRIDWATCH_DATABASE_URL": url,
-                "GRIDWATCH_VAR_DIR": scratch,
-                "GRIDWATCH_SECRET_KEY": SECRET_KEY,
-                "GRIDWATCH_TIMEZONE": "Asia/Shanghai",
-            }
-        )
-        engine = create_db_engine(url)
-        try:
-            upgrade_database(engine)
-            start = time.perf_counter()
-            run_eager(engine, settings, RunRequest(trigger="bench", full=True))
-            seconds = time.perf_counter() - start
-        finally:
-            engine.dispose()
-    os.replace(building, target)
-    marker.write_text(
-        json.dumps({"city_built_at": built_at, "aggregate_seconds": round(seconds, 1)}) + "\n",
-        "utf-8",
-    )
-    log(f"  aggregated the city once (full run, {seconds:.1f} s) → {target}")
-    return target
-
-
-# -- servers --------------------------------------------------------------------------------------
-
-
-class Gunicorn:
-    """``gunicorn -w N 'gridwatch.web:create_app()'`` on a free loopback port."""
-
-    def __init__(
-        self, env: dict[str, str], workers: int, log_file: Path, threads: int = 0
-    ) -> None:
-        self.port = free_port()
-        self.log_file = log_file
-        self.log = log_file.open("ab")
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.process = subprocess.Popen(
-            [
-                str(gunicorn),
-                "-w",
-                str(workers),
-                # A browser keeps idle connections open (preconnects): a sync worker waits
-                # on one until its 30 s timeout kills it. Threads serve the page section as
-                # nginx would (it forwards only whole requests).
-                *(["-k", "gthread", "--threads", str(threads)] if threads else []),
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--log-level",
-                "warning",
-                "gridwatch.web:create_app()",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,  # the access log: kept apart from the figures
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited at start-up, see {log_file}") from None
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not answer within 60 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-    def tail(self, lines: int = 30) -> str:
-        """Return the end of the server's log (its errors)."""
-        return "\n".join(self.log_file.read_text("utf-8", "replace").splitlines()[-lines:])
 
 
 # -- 1. the heat-map page -------------------------------------------------------------------------
@@ -446,7 +333,12 @@ def _draw_naive(browser: Any, url: str, handler: Any) -> dict[str, Any]:
 
 
 async def _connection(
-    port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[str]
+    port: int,
+    request: bytes,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[str],
+    sizes: list[int],
 ) -> None:
     reader = writer = None
     while time.perf_counter() < stop_at:
@@ -467,6 +359,7 @@ async def _connection(
                 elif name.lower() == b"connection" and value.strip().lower() == b"close":
                     close = True
             await reader.readexactly(length)
+            sizes.append(length)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             errors.append(type(exc).__name__)
             if writer is not None:
@@ -486,10 +379,14 @@ async def _connection(
 async def _load(port: int, request: bytes, connections: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors: list[str] = []
+    sizes: list[int] = []
     stop_at = time.perf_counter() + seconds
     start = time.perf_counter()
     await asyncio.gather(
-        *(_connection(port, request, stop_at, latencies, errors) for _ in range(connections))
+        *(
+            _connection(port, request, stop_at, latencies, errors, sizes)
+            for _ in range(connections)
+        )
     )
     elapsed = time.perf_counter() - start
     ordered = sorted(latencies)
@@ -506,28 +403,30 @@ async def _load(port: int, request: bytes, connections: int, seconds: float) -> 
         "max_ms": ordered[-1] * 1000,
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
+        "body_bytes": statistics.median(sizes) if sizes else 0,
     }
 
 
 def api_section(
-    server: Gunicorn, token: str, period: str, connections: int, seconds: float, workers: int
+    server: Gunicorn,
+    token: str,
+    endpoints: dict[str, tuple[str, bool]],
+    connections: int,
+    seconds: float,
+    workers: int,
 ) -> dict[str, Any]:
-    """Measure API latency at ``connections`` concurrent connections."""
-    endpoints = {
-        "baseline: static file": ("/static/img/favicon.svg", False),
-        "/api/v1/metrics (township)": (f"/api/v1/metrics?level=township&period={period}", True),
-        "/api/v1/geo/metrics (township)": (
-            f"/api/v1/geo/metrics?level=township&period={period}",
-            True,
-        ),
-    }
-    log(
-        f"\n2. API latency, {connections} concurrent connections (closed loop), "
-        f"gunicorn -w {workers}, {seconds:.0f} s each"
-    )
+    """Measure each endpoint's latency at ``connections`` concurrent connections.
+
+    ``endpoints`` maps a name to a path and whether it needs the bearer token. Requests
+    take gzip, as browsers and HTTP libraries do.
+    """
     results: dict[str, Any] = {}
     for name, (path, auth) in endpoints.items():
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            "Accept-Encoding: gzip, deflate",
+        ]
         if auth:
             lines.append(f"Authorization: Bearer {token}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -539,26 +438,16 @@ def api_section(
         result["single_p50_ms"] = single["p50_ms"]
         results[name] = result
         log(
-            f"  {name:<32} p50 {result['p50_ms']:7.1f} ms  p90 {result['p90_ms']:7.1f} ms  "
+            f"  {name:<44} p50 {result['p50_ms']:7.1f} ms  p90 {result['p90_ms']:7.1f} ms  "
             f"p99 {result['p99_ms']:7.1f} ms  max {result['max_ms']:7.1f} ms  "
-            f"{result['rps']:6.0f} req/s  ({result['requests']:,} requests, "
-            f"{result['errors']} errors {result['error_kinds'] or ''}); "
-            f"one connection alone: p50 {single['p50_ms']:.1f} ms"
+            f"{result['rps']:6.0f} req/s  ({result['requests']:,} requests of "
+            f"{result['body_bytes'] / 1000:.1f} kB, {result['errors']} errors "
+            f"{result['error_kinds'] or ''}); one connection alone: p50 {single['p50_ms']:.1f} ms"
         )
     return results
 
 
 # -- main -----------------------------------------------------------------------------------------
-
-
-def last_quarter(database: Path) -> str:
-    """Return the label of the last complete quarter before the city's "today"."""
-    from datetime import date
-
-    today = date.fromisoformat(city_marker(database)["today"])
-    quarter = (today.month - 1) // 3  # the current quarter, 0-based
-    year, previous = (today.year, quarter) if quarter else (today.year - 1, 4)
-    return f"{year}Q{previous}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -594,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     name = "city-" + "-".join(f"{v}" for v in sizes.values()) + f"-s{args.seed}.db"
     city = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
-    aggregated = aggregated_city(city)
+    aggregated, _ = aggregated_city(city, "web", SECRET_KEY)
     period = last_quarter(city)
     log(
         f"city: {args.grids:,} grids, {args.incidents:,} incidents, {args.cameras:,} cameras "
@@ -611,17 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             token = issue_token(engine, USER, "bench")
         finally:
             engine.dispose()
-        env = dict(os.environ)
-        env.update(
-            {
-                "GRIDWATCH_DATABASE_URL": f"sqlite:///{database}",
-                "GRIDWATCH_VAR_DIR": str(tmp / "var"),
-                "GRIDWATCH_SECRET_KEY": SECRET_KEY,  # shared by the workers: one session
-                "GRIDWATCH_SECURE_COOKIES": "false",
-                "GRIDWATCH_REDIS_URL": "",
-                "GRIDWATCH_TIMEZONE": "Asia/Shanghai",
-            }
-        )
+        env = server_env(database, tmp / "var", SECRET_KEY)
         pages: dict[str, Any] = {}
         api: dict[str, Any] = {}
         if not args.no_browser:
@@ -634,16 +513,39 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             server.stop()
         if not args.no_api:
-            server = Gunicorn(env, workers=args.workers, log_file=tmp / "gunicorn-api.log")
-            try:
-                api = api_section(
-                    server, token, period, args.connections, args.seconds, args.workers
+            metrics = f"/api/v1/metrics?level=township&period={period}"
+            log(
+                f"\n2. API latency, {args.connections} concurrent connections (closed loop), "
+                f"gunicorn -w {args.workers}, {args.seconds:.0f} s each"
+            )
+            for cache_mb, endpoints in (
+                (
+                    "64",
+                    {
+                        "baseline: static file": ("/static/img/favicon.svg", False),
+                        "/api/v1/metrics (township)": (metrics, True),
+                        "/api/v1/geo/metrics (township)": (
+                            f"/api/v1/geo/metrics?level=township&period={period}",
+                            True,
+                        ),
+                    },
+                ),
+                ("0", {"baseline: /api/v1/metrics, answer cache off": (metrics, True)}),
+            ):
+                server = Gunicorn(
+                    {**env, "GRIDWATCH_API_CACHE_MB": cache_mb},
+                    workers=args.workers,
+                    log_file=tmp / "gunicorn-api.log",
                 )
-            except Exception:
+                try:
+                    api |= api_section(
+                        server, token, endpoints, args.connections, args.seconds, args.workers
+                    )
+                except Exception:
+                    server.stop()
+                    log(server.tail())
+                    raise
                 server.stop()
-                log(server.tail())
-                raise
-            server.stop()
 
     log(f"\nSummary against the targets (load average now {os.getloadavg()[0]:.1f})")
     checks: list[tuple[str, float, float]] = []

@@ -23,7 +23,19 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Engine, case, delete, func, insert, inspect, or_, select, true, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    case,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from gridwatch.config import Settings
@@ -89,7 +101,12 @@ class Unit:
 
 def latest_published_run_id(session: Session) -> int | None:
     """Return the id of the newest published run, or ``None``."""
-    return session.scalar(
+    return session.scalar(published_run_query())
+
+
+def published_run_query() -> Select[int]:
+    """Return the query of the newest published run's id (a scalar subquery elsewhere)."""
+    return (
         select(AggregationRun.id)
         .where(AggregationRun.status == "done")
         .order_by(AggregationRun.published_at.desc(), AggregationRun.id.desc())

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from gridwatch.storage.db import session_scope
@@ -437,6 +437,14 @@ def revoke_tokens(
         return count
 
 
+def _token_live(revoked_at: datetime | None, active: bool) -> bool:
+    return revoked_at is None and bool(active)
+
+
+def _token_needs_touch(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at > TOKEN_TOUCH_INTERVAL
+
+
 def principal_for_token(engine: Engine, token: str) -> Principal | None:
     """Return the active user a live API token belongs to, or ``None``."""
     if not token.startswith(TOKEN_PREFIX):
@@ -451,11 +459,60 @@ def principal_for_token(engine: Engine, token: str) -> Principal | None:
         if row is None:
             return None
         api_token, user = row
-        if api_token.revoked_at is not None or not user.active:
+        if not _token_live(api_token.revoked_at, user.active):
             return None
-        if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_INTERVAL:
+        if _token_needs_touch(api_token.last_used_at, now):
             api_token.last_used_at = now
         return _principal(user)
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """The user behind a live API token, as far as a read-only answer depends on it."""
+
+    user_id: int
+    username: str
+    role: str
+    area_id: int | None
+    station_id: int | None
+    #: The token's last use is due to be recorded (:func:`principal_for_token` does it).
+    touch_due: bool
+
+
+def token_holder_query(*extra: Any) -> Select[Any]:
+    """Return the one-row query of an API token and its user, plus ``extra`` columns.
+
+    The token's digest is the bind parameter ``digest`` (:func:`token_digest`). The
+    ``extra`` columns (scalar subqueries) are answered in the same round trip; read the row
+    with :func:`token_holder`.
+    """
+    return (
+        select(
+            ApiToken.revoked_at,
+            ApiToken.last_used_at,
+            User.active,
+            User.id,
+            User.username,
+            User.role,
+            User.area_id,
+            User.station_id,
+            *extra,
+        )
+        .join_from(ApiToken, User, ApiToken.user_id == User.id)
+        .where(ApiToken.token_sha256 == bindparam("digest"))
+    )
+
+
+def token_holder(row: Any, now: datetime | None = None) -> TokenHolder | None:
+    """Return the holder of a live token from a :func:`token_holder_query` row.
+
+    ``None`` when the token is revoked or its user disabled.
+    """
+    revoked_at, last_used_at, active, user_id, username, role, area_id, station_id = row[:8]
+    if not _token_live(revoked_at, active):
+        return None
+    touch_due = _token_needs_touch(last_used_at, now or utcnow())
+    return TokenHolder(user_id, username, role, area_id, station_id, touch_due)
 
 
 def recent_events(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
@@ -493,6 +550,9 @@ __all__ = [
     "record_event",
     "revoke_tokens",
     "set_active",
+    "TokenHolder",
+    "token_holder",
+    "token_holder_query",
     "set_password",
     "verify_password",
 ]

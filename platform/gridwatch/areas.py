@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import Area, ImportBatch, Station, StationTownship
@@ -103,16 +103,24 @@ def tree_signature(engine: Engine) -> tuple[Any, ...]:
     makes the next check reload. Every part is answered from an index (about 0.1 ms on
     SQLite; ``max(areas.batch_id)`` would scan the geometries).
     """
-    area_import = ImportBatch.kind.in_(AREA_IMPORT_KINDS)
-    query = select(
+    with session_scope(engine) as session:
+        row = session.execute(select(*tree_signature_columns())).one()
+    return tuple(row)
+
+
+def tree_signature_columns() -> tuple[Any, ...]:
+    """Return the scalar subqueries whose values make :func:`tree_signature`.
+
+    For a caller that asks them in the same round trip as other things.
+    """
+    # Equalities rather than IN: an IN list is expanded again on every execution.
+    area_import = or_(*(ImportBatch.kind == kind for kind in AREA_IMPORT_KINDS))
+    return (
         select(func.count()).select_from(Area).scalar_subquery(),
         select(func.max(Area.id)).scalar_subquery(),
         select(func.max(ImportBatch.id)).where(area_import).scalar_subquery(),
         select(func.max(ImportBatch.finished_at)).where(area_import).scalar_subquery(),
     )
-    with session_scope(engine) as session:
-        row = session.execute(query).one()
-    return tuple(row)
 
 
 class TreeCache:
@@ -282,4 +290,5 @@ __all__ = [
     "load_tree",
     "station_name",
     "tree_signature",
+    "tree_signature_columns",
 ]

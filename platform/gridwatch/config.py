@@ -131,6 +131,11 @@ class Settings:
         ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client itself): a directory shared by
         the gunicorn workers and Celery workers of one machine, so ``/metrics`` adds up every
         process's counts. It must exist and be emptied before the processes start.
+    api_cache_mb : int
+        Megabytes of API answers each web process keeps (``GRIDWATCH_API_CACHE_MB``, default
+        64; 0 turns the cache off): the metrics and map-layer answers of the published run,
+        served again without entering the app while the run, the areas and the caller's
+        token stay the same (:mod:`gridwatch.web.answers`).
     """
 
     database_url: str
@@ -166,6 +171,7 @@ class Settings:
     log_format: str = "text"
     metrics_token: str = ""
     metrics_multiproc_dir: Path | None = None
+    api_cache_mb: int = 64
     secret_key_generated: bool = False
 
     @property
@@ -511,6 +517,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=_read_log_format(env.get("GRIDWATCH_LOG_FORMAT")),
         metrics_token=_read_metrics_token(env.get("GRIDWATCH_METRICS_TOKEN")),
         metrics_multiproc_dir=_read_multiproc_dir(env.get("PROMETHEUS_MULTIPROC_DIR")),
+        api_cache_mb=_read_count("GRIDWATCH_API_CACHE_MB", env.get("GRIDWATCH_API_CACHE_MB"), 64),
         secret_key_generated=generated,
     )
 

@@ -54,6 +54,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[STATE_KEY] = GridWatchState(settings=settings, engine=engine)
+    if settings.api_cache_mb:
+        from gridwatch.web.answers import AnswerCache
+
+        app.wsgi_app = AnswerCache(  # type: ignore[method-assign]
+            app.wsgi_app, engine, settings.api_cache_mb * 1024 * 1024
+        )
     if settings.proxy_hops:
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

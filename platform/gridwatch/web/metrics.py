@@ -69,11 +69,28 @@ def _finish_request(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = request_id
     started = g.get("request_started")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    observe_request(request.endpoint, request.method, response.status_code, seconds)
-    access_log.info(
-        "%s %s %s %.1f ms", request.method, request.path, response.status_code, seconds * 1000
-    )
+    record_answer(request.endpoint, request.method, request.path, response.status_code, seconds)
     return response
+
+
+def record_answer(
+    endpoint: str | None, method: str, path: str, status: int, seconds: float
+) -> None:
+    """Count and time one answered request and write its access-log line.
+
+    Parameters
+    ----------
+    endpoint : str or None
+        The route's endpoint name (``None`` when no route matched).
+    method, path : str
+        The request's method and path.
+    status : int
+        Status code of the answer.
+    seconds : float
+        Time taken.
+    """
+    observe_request(endpoint, method, status, seconds)
+    access_log.info("%s %s %s %.1f ms", method, path, status, seconds * 1000)
 
 
 def _end_request(error: BaseException | None) -> None:
@@ -99,4 +116,4 @@ def init_app(app: Flask) -> None:
     app.teardown_request(_end_request)
 
 
-__all__ = ["bp", "init_app"]
+__all__ = ["bp", "init_app", "record_answer"]

@@ -40,20 +40,10 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from city import city_frames, load_city  # noqa: E402
+from support import free_port, log  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SECRET_KEY = "bench-scaleout-secret-key-0123456789"
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Services:

@@ -228,3 +228,26 @@ def test_the_store_is_bounded_and_forgets_an_old_generation():
     assert len(store) == 0
     store.put(("run", 2), ("a",), answer(10))
     assert store.get(("a",)) is not None
+
+
+def test_the_freshness_query_reads_what_sqlalchemy_reads(engine):
+    from gridwatch.accounts import principal_for_token, token_digest, token_holder_query
+    from gridwatch.areas import tree_signature_columns
+    from gridwatch.web.answers import OneRowQuery
+    from gridwatch.workers.engine import published_run_query
+
+    create_user(engine, "reader", "admin", PASSWORD)
+    fresh, used = issue_token(engine, "reader"), issue_token(engine, "reader")
+    assert principal_for_token(engine, used) is not None  # records the use: a datetime
+    statement = token_holder_query(
+        published_run_query().scalar_subquery(), *tree_signature_columns()
+    )
+    query = OneRowQuery(engine, statement)
+    for token in (fresh, used, "gw_unknown"):
+        with engine.connect() as connection:
+            expected = connection.execute(statement, {"digest": token_digest(token)}).first()
+        got = query.first(digest=token_digest(token))
+        assert got == (tuple(expected) if expected is not None else None), token
+    row = query.first(digest=token_digest(used))
+    assert row is not None and row[2] is True and row[1].tzinfo is not None
+    assert query.first(digest=token_digest(fresh))[1] is None

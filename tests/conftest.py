@@ -13,14 +13,19 @@ Services
 PostgreSQL + PostGIS and Redis are expected on 127.0.0.1. When one cannot be reached the test
 is skipped on a workstation but *fails* when ``CI=true``: CI must never pass by skipping.
 ``GRIDWATCH_TEST_PG_URL`` / ``GRIDWATCH_TEST_REDIS_URL`` point the tests at other servers.
+A test that stops or restarts Redis starts a ``redis-server`` of its own instead
+(``private_redis_server``), so the shared server is never touched.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -242,6 +247,100 @@ def redis_url() -> str:
     if problem:
         service_unavailable("Redis", problem)
     return url
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """Path of ``redis-server`` (skip, or fail under CI, when it is not installed)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        service_unavailable("redis-server", "it is not installed")
+    assert binary is not None  # service_unavailable() does not return
+    return binary
+
+
+class PrivateRedis:
+    """A ``redis-server`` of one test's own, on a free port and a data directory of its own.
+
+    Tests stop and start it again (same port, same data directory) to play a restart of
+    Redis; only these servers are ever stopped, never the machine's shared one.
+    """
+
+    def __init__(self, binary: str, data_dir: Path, extra_args: tuple[str, ...]) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """URL of database 0 on this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the server and return once it answers PING (fail the test otherwise)."""
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--dir", str(self.data_dir), "--save", "", *self.extra_args],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"private redis-server exited with {self.proc.returncode}")
+            if _redis_ping(self.url, timeout=0.5) is None:
+                return
+            time.sleep(0.1)
+        self.kill()
+        pytest.fail(f"private redis-server did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """SIGTERM, as a restart does: Redis writes its append-only file (if any) and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash does: whatever is only in memory is lost."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def private_redis_server(tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
+    """Factory: ``private_redis_server(*extra_args)`` starts a :class:`PrivateRedis`.
+
+    ``extra_args`` go to ``redis-server`` after the defaults (port, loopback, a directory
+    under ``tmp_path``, no RDB snapshots). Every server started is stopped after the test.
+    """
+    binary = redis_server_binary()
+    servers: list[PrivateRedis] = []
+
+    def start(*extra_args: str) -> PrivateRedis:
+        data_dir = tmp_path / f"redis-{len(servers)}"
+        data_dir.mkdir()
+        server = PrivateRedis(binary, data_dir, extra_args)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # --------------------------------------------------------------------------------------------

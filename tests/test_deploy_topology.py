@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import geopandas as gpd
 import pytest
-from conftest import service_unavailable
+from conftest import redis_server_binary, service_unavailable
 from shapely.geometry import box
 from sqlalchemy import create_engine, text
 
@@ -53,8 +52,7 @@ def services(postgres_server):
     """The PostgreSQL server's admin URL; skip (fail under CI) when a service is missing."""
     if postgres_server.error:
         service_unavailable("PostgreSQL + PostGIS", postgres_server.error)
-    if shutil.which("redis-server") is None:
-        service_unavailable("redis-server", "it is not installed (the topology starts its own)")
+    redis_server_binary()  # the topology starts a redis-server of its own
     return postgres_server.server_url.render_as_string(hide_password=False)
 
 

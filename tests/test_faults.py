@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import free_port, service_unavailable
 from sqlalchemy import func, select
 
 from gridwatch.storage import create_db_engine
@@ -48,12 +49,6 @@ BOTH_QUEUES = "gridwatch.quick,gridwatch.heavy"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(settings, **extra: str) -> dict[str, str]:
@@ -258,7 +253,7 @@ class PrivatePostgres:
         self.bin = _pg_bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="gw-faults-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.log = self.root / "server.log"
         shutil.chown(self.root, "postgres", "postgres")
         os.chmod(self.root, 0o755)
@@ -321,27 +316,9 @@ def private_postgres():
 
 
 @pytest.fixture
-def private_redis(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            if client.ping():
-                break
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=20)
+def private_redis(private_redis_server):
+    """URL of a private redis-server without persistence, stopped after the test."""
+    return private_redis_server().url
 
 
 def _incidents_csv(path: Path, rows: int, prefix: str) -> None:
@@ -514,7 +491,7 @@ def test_a_refresh_queued_with_no_worker_makes_the_screen_stale(private_redis, t
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_redis_with_append_only_file_restarted_mid_run_completes_or_retries(
-    postgres_url, tmp_path
+    postgres_url, private_redis_server, tmp_path
 ):
     """As deployed (``appendonly yes``), a Redis restarted mid-run keeps the queued tasks and
     the chord's state: the run completes, or (when a task running at that moment could not
@@ -526,34 +503,11 @@ def test_redis_with_append_only_file_restarted_mid_run_completes_or_retries(
     from gridwatch.demo.build import build_demo
     from gridwatch.workers.service import start_aggregation
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-
-    def start_redis() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
-            + ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return proc
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        pytest.fail("private redis-server did not start")
-
-    server = start_redis()
+    server = private_redis_server("--appendonly", "yes", "--appendfsync", "everysec")
     settings = make_settings(
         tmp_path,
         GRIDWATCH_DATABASE_URL=postgres_url,
-        GRIDWATCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        GRIDWATCH_REDIS_URL=server.url,
     )
     engine = create_db_engine(settings.database_url)
     worker = None
@@ -566,10 +520,9 @@ def test_redis_with_append_only_file_restarted_mid_run_completes_or_retries(
         while get_run(engine, run_id)["townships_done"] < 3:
             assert time.monotonic() < deadline, get_run(engine, run_id)
             time.sleep(0.05)
-        server.terminate()  # a restart: SIGTERM, Redis writes its append-only file and exits
-        server.wait(timeout=30)
+        server.stop()  # a restart: SIGTERM, Redis writes its append-only file and exits
         assert get_run(engine, run_id)["status"] == "running"
-        server = start_redis()
+        server.start()  # same port, same data directory
         run = _wait_run(engine, run_id, timeout=300)
         if run["status"] == "failed":  # retried once, as a full run
             deadline = time.monotonic() + 60
@@ -593,8 +546,6 @@ def test_redis_with_append_only_file_restarted_mid_run_completes_or_retries(
     finally:
         if worker is not None:
             _stop(worker)
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -614,7 +565,7 @@ def test_an_incremental_run_refused_by_the_lock_keeps_its_grids_waiting(redis_ur
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.skip(f"Redis is not available: {exc}")
+        service_unavailable("Redis", str(exc))
     client.flushdb()
     settings = make_settings(tmp_path, GRIDWATCH_REDIS_URL=url)
     build_web_county(tmp_path, replace(settings, redis_url=""))

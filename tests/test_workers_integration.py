@@ -290,55 +290,22 @@ def test_a_worker_killed_mid_run_loses_nothing(worker_settings, tmp_path):
         assert _strip(published[key]) == _strip(read_metrics(engine, *key)), key
 
 
-def test_redis_restarted_mid_run_the_run_is_failed_and_retried(postgres_url, tmp_path):
+def test_redis_restarted_mid_run_the_run_is_failed_and_retried(
+    postgres_url, private_redis_server, tmp_path
+):
     """A private Redis is killed and restarted mid-run (it keeps nothing on disk, like ours):
     the lost run is marked failed and run again, and the published metrics survive."""
-    import shutil
-    import socket
-
     from conftest import make_settings
 
     from gridwatch.demo.build import build_demo
     from gridwatch.workers.celery_app import app_for
     from gridwatch.workers.engine import create_run, list_runs
 
-    redis_bin = shutil.which("redis-server")
-    assert redis_bin, "redis-server is needed (installed by .ci/run)"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    def start_redis() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [
-                redis_bin,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return proc
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        pytest.fail("private redis-server did not start")
-
-    server = start_redis()
+    server = private_redis_server("--appendonly", "no")
     settings = make_settings(
         tmp_path,
         GRIDWATCH_DATABASE_URL=postgres_url,
-        GRIDWATCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        GRIDWATCH_REDIS_URL=server.url,
         GRIDWATCH_RUN_STALE_SECONDS="5",
     )
     engine = create_db_engine(settings.database_url)
@@ -355,9 +322,8 @@ def test_redis_restarted_mid_run_the_run_is_failed_and_retried(postgres_url, tmp
         while get_run(engine, lost)["townships_done"] < 3:
             assert time.monotonic() < deadline, get_run(engine, lost)
             time.sleep(0.05)
-        server.kill()
-        server.wait()
-        server = start_redis()
+        server.kill()  # SIGKILL: what only Redis held is gone
+        server.start()  # same port, empty
         # what was published stays readable, unchanged, while the run is in trouble (the
         # hours since the last patrol visit are measured to the time of reading)
         during = read_metrics(engine, "county", "2026Q3")
@@ -385,4 +351,3 @@ def test_redis_restarted_mid_run_the_run_is_failed_and_retried(postgres_url, tmp
     finally:
         if worker is not None:
             stop_worker(worker)
-        server.kill()

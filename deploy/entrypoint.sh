@@ -76,7 +76,9 @@ case "$role" in
     worker)
         check_settings
         need_redis
+        # --include: the survey results' warm-up task and its publish hook (targeting layer)
         exec celery --app gridwatch.workers.celery_app worker \
+            --include gridwatch.targeting.survey_results \
             --queues "${WORKER_QUEUES:-gridwatch.quick,gridwatch.heavy}" \
             --concurrency "${WORKER_CONCURRENCY:-2}" \
             --hostname "${WORKER_NAME:-worker@%h}" \

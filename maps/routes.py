@@ -5,7 +5,10 @@ shape) and knows no request or database. Every team is one layer in the layer co
 own colour: a line from the base through the stops back to the base (the road path when the
 caller passes one, straight legs otherwise), the base as a square, and each stop as a circle
 numbered in visiting order. A stop's popup lists the team, grid, arrival, departure, dwell and
-risk. All data travels as escaped JSON and the popups are built as DOM nodes with
+risk. A stop in one of the prevention plan's patrol-focus grids (the stop's ``focus`` flag,
+its peak hours from the payload's ``plan_focus``) wears a ring, has a hover tooltip ("patrol-
+focus grid 20–23 h") and the same line in its popup; a legend explains the ring when the plan
+has such stops. All data travels as escaped JSON and the popups are built as DOM nodes with
 ``textContent``, so a team code or label like ``<script>`` shows as written; the stop number
 is set the same way. The document loads only the vendored Leaflet (see
 :mod:`gridwatch.maps.offline`).
@@ -50,6 +53,9 @@ DEFAULT_ROUTE_TEXT: dict[str, str] = {
     "base": "Base",
     "leave": "Leave base",
     "return": "Back at base",
+    "focus": "Patrol-focus grid",
+    "focus_hours": "Patrol-focus grid %(hours)s h",
+    "focus_legend": "Patrol-focus grid of the prevention plan",
 }
 
 #: Marker styles: a class per element, colours set by the script through the CSSOM.
@@ -64,6 +70,17 @@ ROUTE_CSS = """
   width: 16px; height: 16px; border: 2px solid #ffffff; box-sizing: border-box;
   box-shadow: 0 0 3px rgba(0, 0, 0, 0.6);
 }
+/* A patrol-focus stop: a dark and a yellow ring round the team-coloured number. */
+.gw-stop-number.gw-stop-focus {
+  box-shadow: 0 0 0 2px #1b1b1b, 0 0 0 5px #ffd21f, 0 0 0 6px #1b1b1b;
+}
+.gw-legend-ring {
+  display: inline-block; flex: none; width: 12px; height: 12px; border-radius: 50%;
+  margin: 0 4px; background: #8a8a8a; border: 2px solid #ffffff;
+  box-shadow: 0 0 0 2px #1b1b1b, 0 0 0 5px #ffd21f, 0 0 0 6px #1b1b1b;
+}
+.gw-legend.gw-route-legend { max-width: none; white-space: nowrap; }
+.gw-route-popup caption { text-align: left; font-weight: 600; padding-bottom: 2px; }
 .gw-route-popup { border-collapse: collapse; }
 .gw-route-popup th { text-align: left; font-weight: 600; padding: 1px 8px 1px 0; }
 .gw-route-popup td { padding: 1px 0; }
@@ -84,9 +101,10 @@ class RouteLayers(MacroElement):
             tr.appendChild(th);
             tr.insertCell().textContent = value === null || value === undefined ? '—' : value;
           }
-          function popup(rows) {
+          function popup(rows, caption) {
             var table = document.createElement('table');
             table.className = 'gw-route-popup';
+            if (caption) { table.createCaption().textContent = caption; }
             rows.forEach(function (r) { row(table, r[0], r[1]); });
             return table;
           }
@@ -97,6 +115,11 @@ class RouteLayers(MacroElement):
             if (number !== null) { box.textContent = String(number); }
             return L.divIcon({className: className, html: box, iconSize: [size, size],
                               iconAnchor: [size / 2, size / 2], popupAnchor: [0, -size / 2]});
+          }
+          function line(text) {
+            var span = document.createElement('span');
+            span.textContent = text;
+            return span;
           }
           var control = L.control.layers(null, null, {collapsed: false}).addTo(map);
           teams.forEach(function (team) {
@@ -111,21 +134,39 @@ class RouteLayers(MacroElement):
               })
               .addTo(group);
             team.stops.forEach(function (stop) {
-              L.marker(stop.at, {icon: icon('gw-stop-icon', 'gw-stop-number', team.colour, 24,
-                                            stop.number)})
+              var inner = stop.focus ? 'gw-stop-number gw-stop-focus' : 'gw-stop-number';
+              var marker = L.marker(stop.at, {icon: icon('gw-stop-icon', inner, team.colour, 24,
+                                                         stop.number)})
                 .bindPopup(function () {
                   return popup([[text.team, team.code], [text.stop, stop.number],
                                 [text.grid, stop.grid], [text.arrive, stop.arrive],
                                 [text.depart, stop.depart], [text.dwell, stop.dwell],
-                                [text.risk, stop.risk]]);
-                })
-                .addTo(group);
+                                [text.risk, stop.risk]], stop.focus);
+                });
+              if (stop.focus) {
+                marker.bindTooltip(line(stop.focus), {direction: 'top', offset: [0, -14]});
+              }
+              marker.addTo(group);
             });
             group.addTo(map);
             var label = document.createElement('span');
             label.textContent = team.code;
             control.addOverlay(group, label.outerHTML);
           });
+          var focused = teams.some(function (team) {
+            return team.stops.some(function (stop) { return stop.focus; });
+          });
+          if (focused) {
+            var legend = L.control({position: 'bottomleft'});
+            legend.onAdd = function () {
+              var box = L.DomUtil.create('div', 'gw-legend gw-route-legend');
+              var item = L.DomUtil.create('div', 'gw-legend-item', box);
+              L.DomUtil.create('span', 'gw-legend-ring', item);
+              L.DomUtil.create('span', 'gw-legend-text', item).textContent = text.focus_legend;
+              return box;
+            };
+            legend.addTo(map);
+          }
         })({{ this._parent.get_name() }}, {{ this.teams_json }}, {{ this.text_json }});
         {% endmacro %}
         """
@@ -143,10 +184,50 @@ def _clock(iso: str | None) -> str | None:
     return iso[11:16] if iso else None
 
 
+def hour_spans(hours: Sequence[int]) -> str:
+    """Return local hours as spans, e.g. ``[20, 21, 22]`` → ``"20–23"``, ``[23, 0]`` → ``"23–01"``.
+
+    Runs of consecutive hours (wrapping midnight) become ``start–end`` (end exclusive), several
+    runs are joined by ``、``; no hours give ``""``.
+    """
+    present = {int(h) % 24 for h in hours}
+    if not present:
+        return ""
+    if len(present) == 24:
+        return "00–24"
+    spans = []
+    for start in sorted(h for h in present if (h - 1) % 24 not in present):
+        end = start + 1
+        while end % 24 in present:
+            end += 1
+        spans.append(f"{start:02d}–{end % 24:02d}")
+    return "、".join(spans)
+
+
+def focus_hours(payload: Mapping[str, Any]) -> dict[str, str]:
+    """Return the plan's patrol-focus grids: grid code → their peak hours as :func:`hour_spans`.
+
+    From ``plan_focus["grids"]`` as :func:`gridwatch.routing.plans.add_plan_focus` stores it
+    (empty for a plan made without the focus grids, or stored before they existed).
+    """
+    grids = (payload.get("plan_focus") or {}).get("grids") or []
+    return {str(g["grid_code"]): hour_spans(g.get("peak_hours") or ()) for g in grids}
+
+
+def focus_line(hours: str, label: str, template: str) -> str:
+    """Return the line of a patrol-focus stop: ``template`` with ``%(hours)s`` as ``hours``.
+
+    A grid without peak hours (no recent incidents) gets ``label`` alone.
+    """
+    return template.replace("%(hours)s", hours) if hours else label
+
+
 def route_features(
     payload: Mapping[str, Any],
     paths: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     base_label: str = "",
+    focus_label: str = DEFAULT_ROUTE_TEXT["focus"],
+    focus_template: str = DEFAULT_ROUTE_TEXT["focus_hours"],
 ) -> list[dict[str, Any]]:
     """Return the per-team drawing data of a plan: colour, base, numbered stops and path.
 
@@ -159,14 +240,18 @@ def route_features(
         ``path`` (stored with plans made on a road network); else straight legs.
     base_label : str
         Text for the base in its popup.
+    focus_label, focus_template : str
+        The line of a patrol-focus stop without peak hours, and with them (``%(hours)s``).
 
     Returns
     -------
     list of dict
         ``code``, ``colour``, ``base`` [lat, lon], ``path`` [[lat, lon], …], ``leave``,
         ``back`` and ``stops`` (``number``, ``at``, ``grid``, ``arrive``, ``depart``,
-        ``dwell``, ``risk``), for teams with at least one stop.
+        ``dwell``, ``risk``, ``focus``: the line of a patrol-focus stop, else ``None``), for
+        teams with at least one stop.
     """
+    peaks = focus_hours(payload)
     teams = []
     for index, team in enumerate(payload.get("teams", [])):
         if not team.get("stops"):
@@ -201,6 +286,15 @@ def route_features(
                         "depart": _clock(stop["depart"]),
                         "dwell": round(float(stop.get("dwell_min", 0.0))),
                         "risk": round(float(stop["risk"]), 3),
+                        "focus": (
+                            focus_line(
+                                peaks.get(str(stop["grid_code"]), ""),
+                                focus_label,
+                                focus_template,
+                            )
+                            if stop.get("focus")
+                            else None
+                        ),
                     }
                     for number, stop in enumerate(team["stops"], start=1)
                 ],
@@ -243,7 +337,13 @@ def route_map(
     labels = {**DEFAULT_ROUTE_TEXT, **(text or {})}
     fmap = base_map(basemap, _bounds(payload))
     fmap.get_root().header.add_child(Element(f"<style>{ROUTE_CSS}</style>"), name="gw_route_css")
-    teams = route_features(payload, paths, base_label=labels["base"])
+    teams = route_features(
+        payload,
+        paths,
+        base_label=labels["base"],
+        focus_label=labels["focus"],
+        focus_template=labels["focus_hours"],
+    )
     RouteLayers(teams, labels).add_to(fmap)
     ReadyFlag().add_to(fmap)
     return fmap
@@ -262,6 +362,9 @@ __all__ = [
     "DEFAULT_ROUTE_TEXT",
     "TEAM_COLOURS",
     "RouteLayers",
+    "focus_hours",
+    "focus_line",
+    "hour_spans",
     "route_features",
     "route_map",
     "route_map_html",

@@ -183,6 +183,34 @@ def test_worker_and_beat_settings(tmp_path):
             make_settings(tmp_path, GRIDWATCH_NIGHTLY_AT=bad)
 
 
+def test_worker_command_builds_the_celery_argv(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from conftest import make_settings
+
+    import gridwatch.workers.celery_app as celery_app
+    from gridwatch.cli import main
+
+    started: list[list[str]] = []
+
+    class FakeCelery:
+        def worker_main(self, argv: list[str]) -> None:
+            started.append(argv)
+
+    monkeypatch.setattr(celery_app, "create_celery_app", lambda settings: FakeCelery())
+    settings = make_settings(tmp_path, GRIDWATCH_REDIS_URL="redis://127.0.0.1:6379/15")
+    cli = CliRunner()
+    for args in (["worker"], ["worker", "-c", "1", "-Q", "gridwatch.quick", "-n", "quick@%h"]):
+        result = cli.invoke(main, args, obj={"settings": settings})
+        assert result.exit_code == 0, result.output
+    assert started == [
+        ["worker", "--concurrency=2", "--queues=gridwatch.quick,gridwatch.heavy"]
+        + ["--loglevel=INFO"],
+        ["worker", "--concurrency=1", "--queues=gridwatch.quick", "--hostname=quick@%h"]
+        + ["--loglevel=INFO"],
+    ]
+    assert "--hostname" in cli.invoke(main, ["worker", "--help"]).output
+
+
 def test_tiles_setting(tmp_path):
     from gridwatch.config import TileSource
 

@@ -159,6 +159,57 @@ def test_import_rejections_are_counted_per_kind(app, client, tmp_path):
     assert grew("gridwatch_import_files_total", kind="incidents", status="failed") == 1
 
 
+def test_files_refused_when_opened_are_counted_by_reason(app, client, tmp_path):
+    from gridwatch.ingest import ImportFileError, ImportOptions, import_file
+
+    state = app.extensions["gridwatch"]
+    header = "id,occurred_at,category,lon,lat,source,status\n"
+    row = "R1,2026-07-03 09:00,盗窃,104.005,30.005,call_110,solved\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes((header + row).encode("gbk"))
+    pdf = tmp_path / "incidents.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    geojson = tmp_path / "incidents.geojson"
+    geojson.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+        '{"id": "G1"}, "geometry": {"type": "Point", "coordinates": [104.005, 30.005]}}]}',
+        "utf-8",
+    )
+    no_date = tmp_path / "no_date.csv"
+    no_date.write_text("id,category,lon,lat\nR2,theft,104.005,30.005\n", "utf-8")
+    good = tmp_path / "good.csv"
+    good.write_text(header + row, "utf-8")
+    bad_mapping = tmp_path / "mapping.yaml"
+    bad_mapping.write_text("- not\n- a mapping\n", "utf-8")
+    cases = [
+        (empty, ImportOptions()),
+        (gbk, ImportOptions(encoding="utf-8")),
+        (pdf, ImportOptions()),
+        (geojson, ImportOptions()),
+        (no_date, ImportOptions()),
+        (good, ImportOptions(mapping=bad_mapping)),
+    ]
+    before = scrape(client)
+    for path, options in cases:
+        with pytest.raises(ImportFileError):
+            import_file("incidents", path, state.settings, state.engine, options)
+    after = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    refused = "gridwatch_import_files_refused_total"
+    assert grew(refused, kind="incidents", reason="unreadable") == 3
+    assert grew(refused, kind="incidents", reason="format") == 1
+    assert grew(refused, kind="incidents", reason="columns") == 1
+    assert grew(refused, kind="incidents", reason="mapping") == 1
+    # They left no batch, so the batch-based figures did not move.
+    assert grew("gridwatch_import_rejected_files_total", kind="incidents") == 0
+    assert grew("gridwatch_import_files_total", kind="incidents", status="failed") == 0
+
+
 def test_a_database_without_schema_is_reported_down_not_as_an_error(web_settings, tmp_path):
     empty = create_db_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
@@ -167,7 +218,13 @@ def test_a_database_without_schema_is_reported_down_not_as_an_error(web_settings
         empty.dispose()
     samples = parse(body.decode())
     assert value(samples, "gridwatch_dependency_up", dependency="database") == 0
-    assert not any(name.startswith("gridwatch_import") for name, _ in samples)
+    # Files refused when opened are counted in the process, not read from the database.
+    from_database = {
+        name
+        for name, _ in samples
+        if name.startswith("gridwatch_import") and "files_refused" not in name
+    }
+    assert not from_database
 
 
 # --------------------------------------------------------------------------------------------

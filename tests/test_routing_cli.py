@@ -283,3 +283,36 @@ def test_plan_without_survey_data_plans_without_focus_and_says_so(tmp_path):
         "no quarterly survey wave to rank the patrol-focus grids by"
     ]
     assert "Traceback" not in result.output
+
+
+def test_plan_routes_task_stores_the_focus_grids_it_is_sent(demo, monkeypatch):
+    """Whoever sends ``plan.routes`` computes the focus grids; the task stores what it gets."""
+    from gridwatch.routing.plans import load_plan
+    from gridwatch.targeting.prevention import station_patrol_focus_or_note
+    from gridwatch.workers import tasks
+
+    settings, engine, stations = demo
+    station = stations[0]
+    monkeypatch.setattr(tasks, "_context", lambda: (settings, engine))
+    focus, note = station_patrol_focus_or_note(engine, settings, station)
+    assert focus and note is None
+    # the arguments as a worker receives them: through JSON (hour tuples become lists)
+    sent = json.loads(json.dumps({"focus_grids": focus, "focus_note": note}))
+    plan_id = tasks.plan_routes.apply(args=[station, "2026-11-22", SHIFT], kwargs=sent).get()
+    stored = load_plan(engine, plan_id)
+    named = stored["plan_focus"]
+    assert named["used"] is True and named["weight"] == 0.15 and "note" not in named
+    assert named["grids"], "some focus grids are among the candidate stops"
+    assert all(g["peak_hours"] == sorted(focus[g["grid_code"]]) for g in named["grids"])
+    stops = [s for t in stored["teams"] for s in t["stops"]]
+    assert [s["focus"] for s in stops] == [s["grid_code"] in focus for s in stops]
+    assert any(s["focus"] for s in stops)
+
+    # planned without them, the dispatcher's note is stored for the plan page
+    why = "planned without the prevention plan's patrol-focus grids: no survey"
+    plain_id = tasks.plan_routes.apply(
+        args=[station, "2026-11-22", SHIFT], kwargs={"focus_note": why}
+    ).get()
+    plain = load_plan(engine, plain_id)
+    assert plain["plan_focus"] == {"used": False, "weight": 0.0, "grids": [], "note": why}
+    assert not any(s["focus"] for t in plain["teams"] for s in t["stops"])

@@ -17,7 +17,7 @@ from markupsafe import escape
 from web_support import STATION, TOWNSHIP_A, csrf_token, login
 
 from gridwatch.maps.offline import asset_links
-from gridwatch.maps.routes import TEAM_COLOURS, route_features, route_map_html
+from gridwatch.maps.routes import TEAM_COLOURS, hour_spans, route_features, route_map_html
 from gridwatch.routing.plans import load_plan
 
 DAY = "2026-09-10"
@@ -41,7 +41,7 @@ def teams(app, web_settings, tmp_path):
     return ["T1", HOSTILE_TEAM]
 
 
-def plan_through_form(client, shift: str = "20:00-02:00"):
+def plan_through_form(client, shift: str = "20:00-02:00", **extra: str):
     page = client.get("/routes/")
     assert page.status_code == 200
     return client.post(
@@ -51,12 +51,13 @@ def plan_through_form(client, shift: str = "20:00-02:00"):
             "day": DAY,
             "shift": shift,
             "csrf_token": csrf_token(page.get_data(as_text=True)),
+            **extra,
         },
     )
 
 
-def planned(client) -> int:
-    response = plan_through_form(client)
+def planned(client, **extra: str) -> int:
+    response = plan_through_form(client, **extra)
     assert response.status_code == 302, response.get_data(as_text=True)
     match = re.search(r"/routes/(\d+)$", response.headers["Location"])
     assert match
@@ -321,3 +322,125 @@ def test_plan_focus_checkbox(client, teams, app):
     assert "未计入防控方案的巡逻重点网格。" in client.get(
         f"/routes/{unchecked['plan_id']}"
     ).get_data(as_text=True)
+
+
+# --- the prevention plan's patrol-focus grids on the map and the sheet ----------------------
+
+
+def focus_payload() -> dict:
+    """The sample plan with G2 (peak 23–02 h) and G3 (no peak hours) as focus stops."""
+    payload = sample_payload()
+    first, _, third = payload["teams"]
+    first["stops"][0]["focus"] = False
+    first["stops"][1]["focus"] = True
+    third["stops"][0]["focus"] = True
+    payload["plan_focus"] = {
+        "used": True,
+        "weight": 0.15,
+        "grids": [
+            {"grid_code": "G2", "peak_hours": [0, 1, 23]},
+            {"grid_code": "G3", "peak_hours": []},
+            {"grid_code": "G9", "peak_hours": [20, 21, 22]},  # a candidate no team visits
+        ],
+    }
+    return payload
+
+
+def drawn_teams(html: str) -> list[dict]:
+    """Return the teams' drawing data as the route map's script receives it."""
+    match = re.search(r"\}\)\(map_\w+, (\[.*?\]), \{", html, re.S)
+    assert match, "the route layers' call is in the document"
+    return json.loads(match.group(1))
+
+
+def test_hour_spans():
+    assert hour_spans([20, 21, 22]) == "20–23"
+    assert hour_spans([0, 1, 23]) == "23–02"  # across midnight
+    assert hour_spans([7, 1, 2]) == "01–03、07–08"
+    assert hour_spans([]) == ""
+    assert hour_spans(range(24)) == "00–24"
+
+
+def test_route_features_mark_exactly_the_focus_stops():
+    teams = route_features(
+        focus_payload(), focus_label="防控重点网格", focus_template="防控重点网格 %(hours)s时"
+    )
+    marks = {(t["code"], s["number"]): s["focus"] for t in teams for s in t["stops"]}
+    assert marks == {
+        ("<script>alert(1)</script>", 1): None,
+        ("<script>alert(1)</script>", 2): "防控重点网格 23–02时",
+        ("T3", 1): "防控重点网格",  # a focus grid without recent incidents: no hours
+    }
+    # a plan made without the focus grids (or stored before them) marks nothing
+    assert all(s["focus"] is None for t in route_features(sample_payload()) for s in t["stops"])
+
+
+def test_route_map_rings_focus_stops_with_a_legend_and_an_escaped_tooltip():
+    text = {"focus_hours": "<b>重点</b> %(hours)s时", "focus_legend": "图例<i>"}
+    html = route_map_html(focus_payload(), text=text)
+    lines = [s["focus"] for t in drawn_teams(html) for s in t["stops"]]
+    assert lines == [None, "<b>重点</b> 23–02时", "Patrol-focus grid"]
+    assert "<b>重点" not in html and "图例<i>" not in html  # escaped in the script's JSON
+    assert "gw-stop-focus" in html and "bindTooltip(line(stop.focus)" in html
+    assert "gw-legend-ring" in html and "text.focus_legend" in html
+    assert "innerHTML" not in html
+    # without focus stops the same script draws no ring, tooltip or legend
+    plain = drawn_teams(route_map_html(sample_payload()))
+    assert all(s["focus"] is None for t in plain for s in t["stops"])
+
+
+def test_focus_stops_are_marked_on_the_map_and_the_sheet(client, teams, app, monkeypatch):
+    """The form's focus grids reach the plan; the frame and the sheet mark exactly its stops."""
+    from gridwatch.web import routes as web_routes
+
+    login(client, "station")
+    engine = app.extensions["gridwatch"].engine
+    before = load_plan(engine, planned(client))
+    visited = sorted({s["grid_code"] for t in before["teams"] for s in t["stops"]})
+    assert len(visited) >= 2
+    calls = []
+
+    def fake_focus(engine, settings, station_code):
+        calls.append(station_code)
+        return {visited[0]: (20, 21, 22), visited[-1]: ()}, None
+
+    monkeypatch.setattr(web_routes, "station_patrol_focus_or_note", fake_focus)
+    plan_id = planned(client, plan_focus="y")
+    assert calls == [STATION]
+    payload = load_plan(engine, plan_id)
+    assert payload["plan_focus"]["used"] is True
+    lines = {visited[0]: "防控重点网格 20–23时", visited[-1]: "防控重点网格"}
+    expected = {
+        (t["team_code"], n): lines.get(s["grid_code"])
+        for t in payload["teams"]
+        for n, s in enumerate(t["stops"], start=1)
+    }
+    assert any(expected.values()), "a focus grid is still visited"
+    assert {key: line is not None for key, line in expected.items()} == {
+        (t["team_code"], n): s["focus"]
+        for t in payload["teams"]
+        for n, s in enumerate(t["stops"], start=1)
+    }
+
+    frame = client.get(f"/routes/{plan_id}/frame").get_data(as_text=True)
+    drawn = {(t["code"], s["number"]): s["focus"] for t in drawn_teams(frame) for s in t["stops"]}
+    assert drawn == expected
+    legend = "防控方案确定的防控重点网格"
+    assert legend in frame or json.dumps(legend) in frame
+
+    sheet = client.get(f"/routes/{plan_id}/sheet").get_data(as_text=True)
+    assert "<th>防控重点</th>" in sheet
+    marks = {}
+    sections = sheet.split('<section class="sheet">')[1:]
+    for team, section in zip(payload["teams"], sections, strict=True):
+        for flag, number, cells in re.findall(
+            r"<tr( class=\"focus\")?>\s*<td>(\d+)</td>(.*?)</tr>", section, re.S
+        ):
+            mark = re.search(r'<td class="focus-mark">(.*?)</td>', cells, re.S)
+            assert mark is not None and bool(flag) == (mark.group(1) != "")
+            marks[(team["team_code"], int(number))] = mark.group(1)
+    want = {"防控重点网格 20–23时": "★ 20–23时", "防控重点网格": "★", None: ""}
+    assert marks == {key: want[line] for key, line in expected.items()}
+    assert sheet.count("★ 防控方案确定的防控重点网格") == sum(
+        1 for t in payload["teams"] if any(s["focus"] for s in t["stops"])
+    )

@@ -123,6 +123,22 @@ def test_login_without_csrf_token_is_rejected(client, app):
     assert audit_actions(app, "county") == []
 
 
+def test_head_answers_like_get_without_a_body(client, app):
+    before = audit_actions(app)
+    page = client.get("/auth/login")
+    head = client.head("/auth/login")
+    assert (head.status_code, head.content_type) == (200, page.content_type)
+    assert head.data == b""
+    assert audit_actions(app) == before  # not taken for a failed sign-in
+    login(client, "admin")
+    for rule in app.url_map.iter_rules():
+        if "GET" not in (rule.methods or ()) or rule.arguments:
+            continue
+        get, head = client.get(rule.rule), client.head(rule.rule)
+        assert (head.status_code, head.data) == (get.status_code, b""), rule.rule
+        assert head.headers.get("Location") == get.headers.get("Location"), rule.rule
+
+
 def test_logout_needs_post_and_csrf(client):
     login(client, "county")
     assert client.get("/auth/logout").status_code == 405

@@ -13,7 +13,8 @@ Readers (:func:`read_metrics`) only ever look at the newest run whose status is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from time import perf_counter
@@ -61,6 +62,8 @@ from gridwatch.workers.aggregate.incidents import (
     ancestors_table,
     count_by_period,
 )
+
+log = logging.getLogger(__name__)
 
 #: Period label of rows that describe the present state (coverage, forecasts, teams).
 CURRENT = "current"
@@ -1478,7 +1481,27 @@ def finalize_run(engine: Engine, settings: Settings, run_id: int) -> dict[str, A
         run.published_at = run.finished_at
         summary = run_summary(run)
     prune_old_runs(engine)
+    _after_publish(engine, settings, run_id)
     return summary
+
+
+#: Called as ``hook(engine, settings, run_id)`` after a run is published. Higher layers
+#: register here (the survey results warm themselves up): this layer never imports them.
+PUBLISH_HOOKS: list[Callable[[Engine, Settings, int], None]] = []
+
+
+def on_publish(hook: Callable[[Engine, Settings, int], None]) -> None:
+    """Call ``hook(engine, settings, run_id)`` after each run this process publishes."""
+    if hook not in PUBLISH_HOOKS:
+        PUBLISH_HOOKS.append(hook)
+
+
+def _after_publish(engine: Engine, settings: Settings, run_id: int) -> None:
+    for hook in list(PUBLISH_HOOKS):
+        try:
+            hook(engine, settings, run_id)
+        except Exception:  # the run is published whatever a follower does with it
+            log.exception("run %s: publish hook %r failed", run_id, hook)
 
 
 class _PhaseClock:

@@ -275,8 +275,15 @@ def plan_routes(
     shift: str,
     solution_limit: int | None = None,
     time_limit_seconds: float | None = None,
+    focus_grids: dict[str, list[int]] | None = None,
+    focus_note: str | None = None,
 ) -> int:
     """Plan and store one shift of a station's patrol routes; return the plan id.
+
+    The prevention plan's patrol-focus grids arrive as plain data: this layer may not compute
+    them (the targeting layer builds on the workers' published metrics), so whoever sends the
+    task does, with ``gridwatch.targeting.prevention.station_patrol_focus_or_note``, and
+    passes its two results (hours as lists: the arguments travel as JSON).
 
     Parameters
     ----------
@@ -287,6 +294,10 @@ def plan_routes(
         The shift as ``gridwatch routes plan --shift`` takes it (e.g. ``08:00-16:00``).
     solution_limit, time_limit_seconds : optional
         Solver limits (default: the planner's).
+    focus_grids : dict, optional
+        Patrol-focus grid code → its peak local hours (0–23); ``None`` plans without them.
+    focus_note : str, optional
+        Why the plan is made without them, stored as the plan's ``plan_focus["note"]``.
     """
     from datetime import date
 
@@ -301,5 +312,8 @@ def plan_routes(
         shift,
         solution_limit=solution_limit,
         time_limit_seconds=time_limit_seconds,
+        focus_grids=focus_grids,
     )
+    if focus_note:
+        payload["plan_focus"]["note"] = focus_note
     return store_plan(engine, payload)

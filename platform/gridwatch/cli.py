@@ -321,6 +321,10 @@ def import_command(
         data["refresh"] = refresh_after_import(
             settings, engine, summary.affected_grid_ids, kind=kind
         )
+    if kind in ("surveys", "survey-responses"):
+        from gridwatch.targeting.survey_results import warm_after_import
+
+        warm_after_import(engine, settings, kind, summary.imported)
     if as_json:
         emit_json(data)
     else:
@@ -619,14 +623,26 @@ def _celery_for(ctx: click.Context) -> Any:
     show_default=True,
     help="Queues to consume.",
 )
+@click.option(
+    "--hostname",
+    "-n",
+    help="Node name, unique per worker (%h = this host's name, e.g. quick@%h).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
-def worker_command(ctx: click.Context, concurrency: int, queues: str, loglevel: str) -> None:
+def worker_command(
+    ctx: click.Context, concurrency: int, queues: str, hostname: str | None, loglevel: str
+) -> None:
     """Start a Celery worker (needs GRIDWATCH_REDIS_URL)."""
+    # Registers ``survey.warm`` and the publish hook that sends it (the workers layer does
+    # not import the targeting layer; the deploy entrypoint passes --include for the same).
+    import gridwatch.targeting.survey_results  # noqa: F401
+
     app = _celery_for(ctx)
-    app.worker_main(
-        ["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}"]
-    )
+    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main([*argv, f"--loglevel={loglevel}"])
 
 
 @main.command("beat")
@@ -1513,12 +1529,15 @@ def routes_plan_command(
 ) -> None:
     """Plan one shift of a station's teams: risk-weighted stops, routes, greedy baseline."""
     from gridwatch.routing.plans import plan_station, store_plan, write_gpx
+    from gridwatch.targeting.prevention import station_patrol_focus_or_note
 
     settings, engine = _settings_and_engine(ctx)
     shift_day = _parse_day(day, "--date")
     assert shift_day is not None
     focus, focus_note = (
-        (None, None) if no_plan_focus else plan_focus_grids(engine, settings, station_code)
+        (None, None)
+        if no_plan_focus
+        else station_patrol_focus_or_note(engine, settings, station_code)
     )
     payload = plan_station(
         engine,
@@ -1580,23 +1599,6 @@ def routes_plan_command(
     )
     for path in written:
         click.echo(f"  GPX: {path}")
-
-
-def plan_focus_grids(
-    engine: Any, settings: Settings, station_code: str
-) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
-    """Return the station's patrol-focus grids (code → peak hours), or ``None`` and why not.
-
-    The prevention plan of each of the station's townships supplies them; when it cannot be
-    computed (no survey yet …) planning goes on without them and the sentence says so.
-    """
-    from gridwatch.targeting.prevention import station_patrol_focus
-    from gridwatch.targeting.rules import TargetingError
-
-    try:
-        return station_patrol_focus(engine, settings, station_code), None
-    except TargetingError as exc:
-        return None, f"planned without the prevention plan's patrol-focus grids: {exc}"
 
 
 @routes.command("adherence")

@@ -6,7 +6,8 @@ Two kinds of figures end up on ``/metrics``:
   endpoint, method and status and their latency (:func:`observe_request`, called by the web
   app), Celery tasks by name and final state, their duration and their failures
   (:func:`task_started`, :func:`task_finished`, :func:`task_failed`, called from Celery's
-  signals in :mod:`gridwatch.workers.celery_app`).
+  signals in :mod:`gridwatch.workers.celery_app`), and import files refused when opened
+  (:func:`import_file_refused`, called by the importers: such a file leaves no batch).
 * **Read at scrape time** from the database and Redis (:class:`StateCollector`): the age of the
   last published aggregation run, runs by status, import rows and files rejected, the depth of
   the Celery queues and whether the database and Redis answered.
@@ -101,6 +102,16 @@ TASK_FAILURES = Counter(
     registry=_PROCESS_REGISTRY,
 )
 
+IMPORT_FILES_REFUSED = Counter(
+    "gridwatch_import_files_refused",
+    "Import files refused when opened, before any row was read (no batch recorded), by "
+    "kind and reason: mapping, unreadable (missing, unsupported type, bad encoding, empty, "
+    "damaged), format (a type this kind is not imported from) or columns (required ones "
+    "missing).",
+    ["kind", "reason"],
+    registry=_PROCESS_REGISTRY,
+)
+
 _task_started_at: dict[str, float] = {}
 
 
@@ -173,6 +184,24 @@ def task_failed(task_name: str, exception: BaseException | None) -> None:
         What it raised; its class name is a label.
     """
     TASK_FAILURES.labels(task_name, type(exception).__name__ if exception else "unknown").inc()
+
+
+def import_file_refused(kind: str, reason: str) -> None:
+    """Count an import file refused when opened, before any row was read.
+
+    Files refused later (an unknown coordinate system, a row the reader cannot get past) are
+    recorded as failed batches and counted at scrape time (``gridwatch_import_rejected_files``);
+    these leave no trace in the database, so the process that tried to open them counts them.
+
+    Parameters
+    ----------
+    kind : str
+        The importer's kind (``incidents``).
+    reason : str
+        The stage that refused the file: ``mapping``, ``unreadable``, ``format`` or
+        ``columns``.
+    """
+    IMPORT_FILES_REFUSED.labels(kind, reason).inc()
 
 
 def process_exited(pid: int, settings: Settings | None = None) -> None:
@@ -360,7 +389,9 @@ class StateCollector:
         )
         rejected_files = CounterMetricFamily(
             "gridwatch_import_rejected_files",
-            "Files the importers refused as a whole (nothing committed), by kind.",
+            "Files the importers refused as a whole after opening them (a failed batch, "
+            "nothing committed), by kind; files refused when opened are counted in "
+            "gridwatch_import_files_refused.",
             labels=["kind"],
         )
         per_kind: dict[str, dict[str, int]] = {}
@@ -483,6 +514,7 @@ def _first_line(exc: BaseException) -> str:
 __all__ = [
     "CELERY_QUEUES",
     "StateCollector",
+    "import_file_refused",
     "is_loopback",
     "observe_request",
     "process_exited",

@@ -35,6 +35,7 @@ from gridwatch.ingest.mapping import ColumnMapping, load_mapping
 from gridwatch.ingest.parsing import is_blank, parse_datetime, parse_float, text
 from gridwatch.ingest.readers import GEOMETRY_KEY, ROW_ERROR_KEY, Source, open_source
 from gridwatch.ingest.spatial import GridIndex
+from gridwatch.observability import import_file_refused
 from gridwatch.spreadsheet import safe_row
 from gridwatch.storage.db import session_scope, upgrade_database
 from gridwatch.storage.models import ImportBatch, RejectedRow, utcnow
@@ -468,14 +469,23 @@ def run_import(
     options = options or ImportOptions()
     path = Path(path)
     fields = importer_cls.all_fields(settings)
-    mapping = load_mapping(options.mapping, {f.name for f in fields})
-    source = open_source(path, options.encoding, options.layer)
-    if source.format not in importer_cls.formats:
-        raise ImportFileError(
-            f"{path.name}: {importer_cls.kind} cannot be imported from a {source.format} file "
-            f"(use {', '.join(sorted(importer_cls.formats))})"
-        )
-    header = resolve_header(source, fields, mapping)
+    # A file refused here leaves no batch behind, so the refusal is counted as a metric.
+    reason = "mapping"
+    try:
+        mapping = load_mapping(options.mapping, {f.name for f in fields})
+        reason = "unreadable"
+        source = open_source(path, options.encoding, options.layer)
+        reason = "format"
+        if source.format not in importer_cls.formats:
+            raise ImportFileError(
+                f"{path.name}: {importer_cls.kind} cannot be imported from a {source.format} "
+                f"file (use {', '.join(sorted(importer_cls.formats))})"
+            )
+        reason = "columns"
+        header = resolve_header(source, fields, mapping)
+    except ImportFileError:
+        import_file_refused(importer_cls.kind, reason)
+        raise
     upgrade_database(engine)
     digest = file_sha256(path)
     summary = ImportSummary(file=str(path), kind=importer_cls.kind)

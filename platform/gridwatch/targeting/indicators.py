@@ -13,15 +13,19 @@ third party's published figure), else the estimate from raw responses.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Sequence
+import pickle
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sqlalchemy import Engine, select
+from scipy import special, stats
+from sqlalchemy import Engine, String, func, select, type_coerce
 
 from gridwatch.areas import AreaTree, load_tree
 from gridwatch.periods import parse_period
@@ -151,35 +155,62 @@ def load_responses(engine: Engine, periods: Iterable[str] | None = None) -> pd.D
     """Return raw responses as a frame, one row per contact.
 
     Columns: ``period, area_id, outcome, security, satisfaction, aware, participated,
-    factors`` (a list of codes) and ``weight`` (NaN when the file had none).
+    factors`` (a list of codes) and ``weight`` (NaN when the file had none). The frame is
+    kept per process until the survey tables change (:func:`survey_signature`); each call
+    gets its own copy.
     """
     wanted = _period_filter(periods)
+    # The same query as always (the bootstrap resamples respondents in the order it returns).
+    key = ("responses", _database_key(engine), survey_signature(engine), _tuple(wanted))
+    frame = _memo_get(key)
+    if frame is None:
+        frame = _read_responses(engine, wanted)
+        _memo_put(key, frame)
+    assert isinstance(frame, pd.DataFrame)
+    return frame.copy()
+
+
+def _read_responses(engine: Engine, wanted: list[str] | None) -> pd.DataFrame:
+    # The JSON columns are read as text and decoded here: SQLAlchemy's per-row JSON
+    # processing was most of the cost (2 s of the demo county's 47,000 responses).
     stmt = select(
         SurveyWave.period,
         SurveyResponse.area_id,
         SurveyResponse.outcome,
-        SurveyResponse.answers,
-        SurveyResponse.factors,
+        type_coerce(SurveyResponse.answers, String),
+        type_coerce(SurveyResponse.factors, String),
         SurveyResponse.weight,
     ).join(SurveyWave, SurveyWave.id == SurveyResponse.wave_id)
     if wanted is not None:
         stmt = stmt.where(SurveyWave.period.in_(wanted))
-    with session_scope(engine) as session:
-        rows = session.execute(stmt).all()
+    with engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] or [[]] * 6
+    periods, area_ids, outcomes, answers_raw, factors_raw, weights = columns
+    answers = [a or {} for a in _decoded_json(answers_raw)]
     frame = pd.DataFrame(
         {
-            "period": [r.period for r in rows],
-            "area_id": np.array([r.area_id for r in rows], dtype=np.int64),
-            "outcome": [r.outcome for r in rows],
-            "factors": [list(r.factors or []) for r in rows],
-            "weight": np.array(
-                [np.nan if r.weight is None else r.weight for r in rows], dtype=float
-            ),
+            "period": periods,
+            "area_id": np.array(area_ids, dtype=np.int64),
+            "outcome": outcomes,
+            "factors": [list(f or []) for f in _decoded_json(factors_raw)],
+            "weight": np.array([np.nan if w is None else w for w in weights], dtype=float),
         }
     )
     for _name, key, _yes, _base in PROPORTIONS:
-        frame[key] = [(r.answers or {}).get(key) for r in rows]
+        frame[key] = [a.get(key) for a in answers]
     return frame
+
+
+def _decoded_json(values: list[Any]) -> list[Any]:
+    """Decode a JSON column read as text (PostgreSQL's driver may have decoded it already).
+
+    A wave holds few distinct answer sets and factor lists, so each distinct text is decoded
+    once (rows with the same text share the decoded value: callers copy before changing).
+    """
+    texts = {raw for raw in values if isinstance(raw, str | bytes)}
+    decoded = {raw: json.loads(raw) for raw in texts}
+    return [decoded[raw] if isinstance(raw, str | bytes) else raw for raw in values]
 
 
 def load_results(engine: Engine, periods: Iterable[str] | None = None) -> pd.DataFrame:
@@ -212,6 +243,78 @@ def load_results(engine: Engine, periods: Iterable[str] | None = None) -> pd.Dat
         "factor_shares",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def survey_signature(engine: Engine) -> tuple[int | None, ...]:
+    """Return a fingerprint of the survey tables that any import or deletion changes.
+
+    The row count, the highest id and the highest import batch of waves, results and
+    responses (rows are only ever added by imports, never updated in place).
+    """
+    parts: list[int | None] = []
+    with session_scope(engine) as session:
+        wave = session.execute(select(func.count(), func.max(SurveyWave.id))).one()
+        parts.extend(wave)
+        for model in (SurveyResult, SurveyResponse):
+            row = session.execute(
+                select(func.count(), func.max(model.id), func.max(model.batch_id))
+            ).one()
+            parts.extend(row)
+    return tuple(None if value is None else int(value) for value in parts)
+
+
+#: Derived survey values kept per process (the responses frame, pickled indicator rows).
+_MEMO: OrderedDict[Hashable, Any] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+#: Entries kept: a few levels × waves of one or two databases (a frame is ~20 MB).
+MEMO_ENTRIES = 96
+_MAX_FRAMES = 4
+
+
+def _memo_get(key: Hashable) -> Any:
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
+    return None
+
+
+def _memo_put(key: Hashable, value: Any) -> None:
+    with _MEMO_LOCK:
+        _MEMO[key] = value
+        _MEMO.move_to_end(key)
+        frames = [k for k, v in _MEMO.items() if isinstance(v, pd.DataFrame)]
+        for old in frames[:-_MAX_FRAMES]:
+            del _MEMO[old]
+        while len(_MEMO) > MEMO_ENTRIES:
+            _MEMO.popitem(last=False)
+
+
+def clear_memo() -> None:
+    """Forget the survey values kept by this process."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
+def _database_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _tuple(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def tree_fingerprint(tree: AreaTree) -> int:
+    """Return a hash of the tree's areas (kept with the tree, which never changes)."""
+    found = tree.derived.get("indicator_tree_fingerprint")
+    if found is None:
+        found = hash(
+            tuple(
+                sorted((n.id, n.code, n.name, n.level, n.parent_id) for n in tree.nodes.values())
+            )
+        )
+        tree.derived["indicator_tree_fingerprint"] = found
+    return int(found)
 
 
 def survey_periods(engine: Engine) -> list[str]:
@@ -353,6 +456,18 @@ def factor_estimates(
     return out
 
 
+def uniform_chisquare_p(observed: Sequence[int]) -> float:
+    """Return the p-value of Pearson's χ² test of ``observed`` counts against equal shares.
+
+    The arithmetic of ``scipy.stats.chisquare(observed).pvalue`` (the same result) without
+    its per-call overhead, which counted when every village of every wave is judged.
+    """
+    counts = np.asarray(observed, dtype=float)
+    expected = counts.mean(keepdims=True)
+    statistic = ((counts - expected) ** 2 / expected).sum()
+    return float(special.chdtrc(len(counts) - 1.0, statistic))
+
+
 def quality_flags(contacts: Contacts, rules: QualityRules) -> dict[str, Any]:
     """Judge one area's fieldwork from its raw contacts.
 
@@ -386,7 +501,7 @@ def quality_flags(contacts: Contacts, rules: QualityRules) -> dict[str, Any]:
     answered = security[in_base]
     if len(answered) >= rules.min_for_pattern_test:
         observed = [int((answered == a).sum()) for a in SECURITY_YES + SECURITY_NO]
-        uniform_p = float(stats.chisquare(observed).pvalue)
+        uniform_p = uniform_chisquare_p(observed)
         figures["uniform_p"] = round(uniform_p, 4)
         random_looking = uniform_p > rules.random_pattern_p
         unsafe = np.isin(answered, SECURITY_NO)
@@ -453,20 +568,34 @@ def from_result(
     factors = []
     shares = result.get("factor_shares") or {}
     for code, share in sorted(shares.items(), key=lambda kv: (-float(kv[1]), kv[0])):
-        estimate = given_percentage(float(share), dissatisfied)
+        share_pct, ci_low, ci_high = _given_share(float(share), dissatisfied)
         factors.append(
             {
                 "code": code,
                 "name": names.get(code, code),
-                "share_pct": _round(estimate.pct),
-                "ci_low": _round(estimate.ci_low),
-                "ci_high": _round(estimate.ci_high),
+                "share_pct": share_pct,
+                "ci_low": ci_low,
+                "ci_high": ci_high,
             }
         )
     row["factors"] = factors
     flags = ["few_respondents"] if n is not None and n < rules.min_respondents else []
     row["quality"] = {"contacts": None, "completed": n, "flags": flags}
     return row
+
+
+def _given_share(pct: float, n: float | None) -> tuple[float | None, float | None, float | None]:
+    """Return :func:`given_percentage`'s figures rounded as the rows show them.
+
+    The same arithmetic without an :class:`Estimate` per factor: a county's results name
+    about 100,000 factor shares, and building them was most of the time.
+    """
+    if math.isnan(pct):
+        return None, None, None
+    if n is None or n <= 0:
+        return _round(pct), None, None
+    low, high = wilson_interval(min(max(pct / 100.0, 0.0), 1.0), float(n))
+    return _round(pct), _round(100.0 * low), _round(100.0 * high)
 
 
 def _num(value: Any) -> float | None:
@@ -517,6 +646,38 @@ def indicator_table(
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
     tree = tree or load_tree(engine)
     labels = [parse_period(p).label for p in periods]
+    # Each wave's rows depend on that wave's data alone, so they are kept per wave: the
+    # ladder (every wave), the ranking (one) and the priorities (the quarters) share them.
+    base = (
+        "indicators",
+        _database_key(engine),
+        survey_signature(engine),
+        tree_fingerprint(tree),
+        level,
+        source,
+        tuple(sorted(factor_names.items())),
+        rules,
+    )
+    stored = {label: _memo_get((*base, label)) for label in dict.fromkeys(labels)}
+    missing = [label for label, value in stored.items() if value is None]
+    if missing:
+        built = _indicator_rows(engine, level, missing, factor_names, rules, source, tree)
+        for label, rows in built.items():
+            stored[label] = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            _memo_put((*base, label), stored[label])
+    # Every caller gets rows of its own (unpickled), never the kept ones.
+    return {label: pickle.loads(stored[label]) for label in labels}
+
+
+def _indicator_rows(
+    engine: Engine,
+    level: str,
+    labels: list[str],
+    factor_names: dict[str, str],
+    rules: QualityRules,
+    source: str,
+    tree: AreaTree,
+) -> dict[str, list[dict[str, Any]]]:
     results = load_results(engine, labels) if source != "responses" else None
     responses = load_responses(engine, labels)
     by_period: dict[str, dict[int, dict[str, Any]]] = {label: {} for label in labels}

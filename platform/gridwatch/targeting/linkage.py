@@ -12,6 +12,7 @@ itself in a Chinese sentence with the numbers behind it.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -321,6 +322,21 @@ def strength_of(rho: float) -> str:
     return "strong"
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Return 1-based ranks, tied values sharing their mean rank.
+
+    ``scipy.stats.rankdata(values)`` (method ``average``) without its per-call overhead, which
+    dominated the bootstrap; the ranks are whole or half numbers, so exactly the same.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(values)])
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2.0, counts)
+    return ranks
+
+
 def spearman_with_ci(
     x: Sequence[float | None],
     y: Sequence[float | None],
@@ -368,7 +384,7 @@ def spearman_with_ci(
         bx, by = xs[index], ys[index]
         if np.ptp(bx) == 0 or np.ptp(by) == 0:
             continue
-        rx, ry = rankdata(bx), rankdata(by)
+        rx, ry = average_ranks(bx), average_ranks(by)
         draws.append(float(np.corrcoef(rx, ry)[0, 1]))
     low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5])) if draws else (rho, rho)
     if expected_sign is None:
@@ -552,7 +568,34 @@ def priorities(
         ``period, level, components`` (weight, whether used, its association) and ``rows``
         (``rank, area_code, area_name, parent_code, priority_index, security_pct, ci_low,
         ci_high, below_red_line, top_factor, levers, components, explanation``), highest first.
+        Built once per published run, import and survey data and kept where every process
+        finds it (:mod:`gridwatch.targeting.survey_results`): the grid priorities, each
+        township's plan and route planning's patrol-focus grids all start from it.
     """
+    from gridwatch.targeting.survey_results import kept_result
+
+    label = parse_period(quarter).label
+    found = kept_result(
+        engine,
+        settings,
+        "linkage.priorities",
+        (label, level, replicates, seed),
+        lambda: _priorities(engine, settings, label, level, replicates, seed, tree),
+    )
+    # Every caller gets a copy of its own (the kept value is shared within a process).
+    copied: dict[str, Any] = pickle.loads(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
+    return copied
+
+
+def _priorities(
+    engine: Engine,
+    settings: Settings,
+    quarter: str,
+    level: str,
+    replicates: int,
+    seed: int,
+    tree: AreaTree | None,
+) -> dict[str, Any]:
     rules: AccountabilityRules = accountability_rules(settings)
     fmap = factor_map_for(settings)
     taxonomy = load_taxonomy(settings.categories_file)

@@ -817,12 +817,16 @@ def prevention_plan(
     }
 
 
+#: Bootstrap replicates behind the grid priorities that rank route planning's focus grids.
+PATROL_FOCUS_REPLICATES = 200
+
+
 def patrol_focus_hours(
     engine: Engine,
     settings: Settings,
     township_codes: list[str],
     quarter: str | None = None,
-    replicates: int = 200,
+    replicates: int = PATROL_FOCUS_REPLICATES,
 ) -> dict[str, tuple[int, ...]]:
     """Return the prevention plans' patrol-focus grids of townships with their peak hours.
 
@@ -897,3 +901,26 @@ def station_patrol_focus(
             )
         )
     return patrol_focus_hours(engine, settings, townships, quarter)
+
+
+def station_patrol_focus_or_note(
+    engine: Engine, settings: Settings, station_code: str, quarter: str | None = None
+) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
+    """Return the station's patrol-focus grids for route planning, or ``None`` and why not.
+
+    The one place the planning adapters (web form, ``gridwatch routes plan``, whoever sends
+    the ``plan.routes`` task) get :func:`station_patrol_focus` from: when the prevention plan
+    cannot be computed (no survey wave yet …) routes are planned without the focus grids and
+    the note, stored as the plan's ``plan_focus["note"]``, says so.
+
+    Returns
+    -------
+    focus : dict or None
+        Grid code → peak local hours, as ``plan_station`` takes it; ``None`` on failure.
+    note : str or None
+        The sentence explaining a failure; ``None`` when the focus grids were computed.
+    """
+    try:
+        return station_patrol_focus(engine, settings, station_code, quarter), None
+    except TargetingError as exc:
+        return None, f"planned without the prevention plan's patrol-focus grids: {exc}"

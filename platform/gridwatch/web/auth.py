@@ -19,7 +19,8 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 def login() -> Response | str | tuple[str, int]:
     """Show the sign-in form; on a valid submission start a session."""
     form = LoginForm()
-    if request.method == "GET":
+    # HEAD is a GET without a body: it must never be taken for a (CSRF-less) submission.
+    if request.method != "POST":
         form.next.data = request.args.get("next", "")
         if current_user() is not None:
             return redirect(_local_target(form.next.data))

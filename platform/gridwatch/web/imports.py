@@ -44,6 +44,7 @@ def run_upload(kind: str, upload: FileStorage) -> tuple[ImportSummary, dict[str,
     gridwatch.ingest.ImportFileError
         When the file cannot be imported at all (nothing is committed then).
     """
+    from gridwatch.targeting.survey_results import warm_after_import
     from gridwatch.workers.service import refresh_after_import
 
     settings, engine = state().settings, state().engine
@@ -55,6 +56,7 @@ def run_upload(kind: str, upload: FileStorage) -> tuple[ImportSummary, dict[str,
     refresh = None
     if summary.affected_grid_ids:
         refresh = refresh_after_import(settings, engine, summary.affected_grid_ids, kind=kind)
+    warm_after_import(engine, settings, kind, summary.imported)
     return summary, refresh
 
 

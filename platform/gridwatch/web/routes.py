@@ -38,8 +38,7 @@ from gridwatch.routing.plans import (
     store_plan,
 )
 from gridwatch.routing.travel import RoadNetworkError
-from gridwatch.targeting.prevention import station_patrol_focus
-from gridwatch.targeting.rules import TargetingError
+from gridwatch.targeting.prevention import station_patrol_focus_or_note
 from gridwatch.uploads import IMPORT_ROLES
 from gridwatch.web.access import current_jurisdiction, current_user, login_required
 from gridwatch.web.dashboard import local_today
@@ -64,6 +63,9 @@ ROUTE_TEXT = {
     "base": _l("Base"),
     "leave": _l("Leave base"),
     "return": _l("Back at base"),
+    "focus": _l("Patrol-focus grid"),
+    "focus_hours": _l("Patrol-focus grid %(hours)s h"),
+    "focus_legend": _l("Patrol-focus grid of the prevention plan"),
 }
 
 #: Travel modes as shown on the pages.
@@ -162,12 +164,11 @@ def plan() -> Any:
     day: date = form.day.data
     settings = state().settings
     station_code = str(form.station.data)
-    focus, focus_note = None, None
-    if form.plan_focus.data:
-        try:
-            focus = station_patrol_focus(state().engine, settings, station_code)
-        except TargetingError as exc:
-            focus_note = f"planned without the prevention plan's patrol-focus grids: {exc}"
+    focus, focus_note = (
+        station_patrol_focus_or_note(state().engine, settings, station_code)
+        if form.plan_focus.data
+        else (None, None)
+    )
     try:
         payload = plan_station(
             state().engine, settings, station_code, day, str(form.shift.data), focus_grids=focus
@@ -237,11 +238,20 @@ def frame(plan_id: int) -> Response:
 def sheet(plan_id: int) -> str:
     """Return the printable route sheet (路线单): one page per team, always in Chinese.
 
-    The sheet goes to the teams in the field, whatever language the planner reads.
+    The sheet goes to the teams in the field, whatever language the planner reads. Stops in
+    the prevention plan's patrol-focus grids are marked ★ with their peak hours.
     """
+    from gridwatch.maps.routes import focus_hours
+
     payload = plan_or_404(plan_id)
     with force_locale("zh_CN"):
-        return render_template("routes/sheet.html", plan=payload, plan_id=plan_id, modes=MODE_TEXT)
+        return render_template(
+            "routes/sheet.html",
+            plan=payload,
+            plan_id=plan_id,
+            modes=MODE_TEXT,
+            focus_hours=focus_hours(payload),
+        )
 
 
 @bp.get("/<int:plan_id>/gpx/<team_code>")

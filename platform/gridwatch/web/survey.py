@@ -2,9 +2,11 @@
 
 Thin views over :mod:`gridwatch.targeting`: the domain functions compute county-wide results
 (a ranking, a priority index and an early warning only mean something across the whole
-county), which are cached per published run and survey import, and each request then keeps
-only the rows of the reader's jurisdiction. A township user sees their own township's place
-in the ranking (``rank`` of ``ranked``), never another township's row.
+county), which are kept per published run, import and survey data by
+:mod:`gridwatch.targeting.survey_results` (in Redis when configured, warmed by a worker after
+each publish), and each request then keeps only the rows of the reader's jurisdiction. A
+township user sees their own township's place in the ranking (``rank`` of ``ranked``), never
+another township's row.
 
 The prevention plan follows the data tables' role rules (:mod:`gridwatch.tables`): single
 cases of the victim follow-up list only for ``admin``, ``county`` and ``station`` users (case
@@ -24,23 +26,25 @@ from io import BytesIO
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import g as request_state
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 from openpyxl import Workbook
 from openpyxl.styles import Font
-from sqlalchemy import func, select
 
 from gridwatch.accounts import audit
 from gridwatch.areas import AreaNode
-from gridwatch.mapdata import published_run_id
 from gridwatch.periods import PeriodError, parse_period
 from gridwatch.spreadsheet import safe_cell
-from gridwatch.storage.db import session_scope
-from gridwatch.storage.models import ImportBatch
 from gridwatch.tables import CAMERA_ROLES, EXPORT_ROLES, INCIDENT_DETAIL_ROLES, csv_bytes
 from gridwatch.targeting.rules import RulesError, TargetingError
+from gridwatch.targeting.survey_results import (
+    data_version,
+    kept_result,
+    survey_result,
+)
 from gridwatch.web.access import (
     area_tree,
     client_ip,
@@ -50,7 +54,6 @@ from gridwatch.web.access import (
     visible_area_or_404,
 )
 from gridwatch.web.extensions import state
-from gridwatch.web.mapcache import map_cache
 from gridwatch.web.maps import basemap, tile_origins, with_nonce
 from gridwatch.web.screen import STATUS_LABELS
 from gridwatch.web.security import content_security_policy
@@ -59,13 +62,6 @@ T = TypeVar("T")
 
 bp = Blueprint("survey", __name__, url_prefix="/survey")
 
-#: Bootstrap replicates of the ranking's rank intervals (the CLI's default).
-RANKING_REPLICATES = 1000
-#: Bootstrap replicates behind the priority index's associations (the domain default).
-PRIORITY_REPLICATES = 500
-#: New cameras proposed per township (the rule in the domain brief) and solver seconds.
-PLAN_CAMERAS = 30
-PLAN_TIME_LIMIT_S = 10.0
 #: Rows shown per list on the pages (exports carry every row).
 LIST_LIMIT = 50
 #: Language of the briefing (print and XLSX).
@@ -176,29 +172,31 @@ class SurveyRequestError(ValueError):
 # -- cached domain results -------------------------------------------------------------------
 
 
-def _data_version() -> tuple[Any, ...]:
-    """Return what the survey results depend on: the published run and the last import."""
-    engine = state().engine
-    with session_scope(engine) as session:
-        last_batch = session.scalar(select(func.max(ImportBatch.id)))
-    return published_run_id(engine), last_batch
+def _version() -> tuple[Any, ...]:
+    """Return the data version the survey results are kept under (read once per request)."""
+    if "survey_data_version" not in request_state:
+        request_state.survey_data_version = data_version(state().engine)
+    version: tuple[Any, ...] = request_state.survey_data_version
+    return version
+
+
+def _result(kind: str, params: tuple[Any, ...] = ()) -> Any:
+    """Return a county-wide result, built once per run, import and survey data (not per user)."""
+    engine, settings = state().engine, state().settings
+    return _domain_errors(
+        lambda: survey_result(engine, settings, kind, params, area_tree(), _version())
+    )
 
 
 def _cached(kind: str, params: tuple[Any, ...], build: Callable[[], T]) -> T:
-    """Build a county-wide result once per published run and import (never per user)."""
-    key = ("survey", kind, *_data_version(), *params)
-    return map_cache().get_or_build(key, build)
+    """Keep another county-wide value the same way (under the same run, import and data)."""
+    return kept_result(state().engine, state().settings, kind, params, build, _version())
 
 
 def survey_quarters() -> list[str]:
     """Return the imported quarterly survey waves, oldest first."""
-    from gridwatch.targeting.indicators import survey_periods
-
-    def build() -> list[str]:
-        waves = survey_periods(state().engine)
-        return [w for w in waves if parse_period(w).kind == "quarter"]
-
-    return _cached("quarters", (), build)
+    quarters: list[str] = _result("quarters")
+    return quarters
 
 
 def chosen_quarter(raw: str | None) -> str | None:
@@ -250,22 +248,10 @@ def scoped_rankings(quarter: str | None) -> dict[str, Any]:
     across the whole county) with ``rows`` kept to visible townships, and ``counties``: the
     visible counties' red-line status from the ladder report.
     """
-    from gridwatch.targeting.ladder import ladder_report
-    from gridwatch.targeting.ranking import survey_ranking
-
     if quarter is None:
         return {"period": None, "rows": [], "counties": [], "city": []}
-    engine, settings = state().engine, state().settings
-    full = _cached(
-        "ranking",
-        (quarter,),
-        lambda: _domain_errors(
-            lambda: survey_ranking(
-                engine, settings, quarter, "township", RANKING_REPLICATES, tree=area_tree()
-            )
-        ),
-    )
-    ladder = _cached("ladder", (), lambda: ladder_report(engine, settings, area_tree()))
+    full = _result("ranking", (quarter,))
+    ladder = _result("ladder")
     visible = _visible_codes()
     result = {k: v for k, v in full.items() if k != "rows"}
     result["rows"] = [r for r in full["rows"] if r["area_code"] in visible]
@@ -277,18 +263,8 @@ def scoped_rankings(quarter: str | None) -> dict[str, Any]:
 
 
 def _village_priorities(quarter: str) -> dict[str, Any]:
-    from gridwatch.targeting.linkage import priorities
-
-    engine, settings = state().engine, state().settings
-    return _cached(
-        "priorities.village",
-        (quarter,),
-        lambda: _domain_errors(
-            lambda: priorities(
-                engine, settings, quarter, "village", PRIORITY_REPLICATES, tree=area_tree()
-            )
-        ),
-    )
+    villages: dict[str, Any] = _result("priorities.village", (quarter,))
+    return villages
 
 
 def scoped_priorities(quarter: str | None, level: str = "village") -> dict[str, Any]:
@@ -297,32 +273,14 @@ def scoped_priorities(quarter: str | None, level: str = "village") -> dict[str, 
     Ranks stay county-wide (an index means the same everywhere); ``rows`` holds only the
     visible areas.
     """
-    from gridwatch.targeting.grid_priorities import grid_priorities
-
     if level not in ("village", "grid"):
         raise SurveyRequestError(f"level must be village or grid, not {level!r}")
     if quarter is None:
         return {"period": None, "level": level, "components": [], "rows": []}
-    villages = _village_priorities(quarter)
     if level == "village":
-        full = villages
+        full = _village_priorities(quarter)
     else:
-        engine, settings = state().engine, state().settings
-        full = _cached(
-            "priorities.grid",
-            (quarter,),
-            lambda: _domain_errors(
-                lambda: grid_priorities(
-                    engine,
-                    settings,
-                    quarter,
-                    None,
-                    PRIORITY_REPLICATES,
-                    tree=area_tree(),
-                    village_result=villages,
-                )
-            ),
-        )
+        full = _result("priorities.grid", (quarter,))
     visible = _visible_codes()
     result = {k: v for k, v in full.items() if k != "rows"}
     result["rows"] = [r for r in full["rows"] if r["area_code"] in visible]
@@ -335,14 +293,7 @@ def scoped_early_warning() -> dict[str, Any]:
     The validation figures are the county's (the model is fitted across every township); the
     rows are only the visible townships'. ``used`` says whether the model beat persistence.
     """
-    from gridwatch.targeting.early_warning import early_warning
-
-    engine, settings = state().engine, state().settings
-    full = _cached(
-        "early_warning",
-        (),
-        lambda: _domain_errors(lambda: early_warning(engine, settings, lead=1, tree=area_tree())),
-    )
+    full = _result("early_warning")
     visible = _visible_codes()
     result = {k: v for k, v in full.items() if k != "rows"}
     result["rows"] = [r for r in full["rows"] if r["area_code"] in visible]
@@ -377,27 +328,10 @@ def _follow_up_for_role(stations: list[dict[str, Any]], role: str) -> list[dict[
 
 def scoped_plan(township_code: str, quarter: str | None) -> dict[str, Any]:
     """Return the prevention plan of a visible township, cut to the reader's role."""
-    from gridwatch.targeting.prevention import prevention_plan
-
     node = visible_area_or_404(township_code)
     if node.level != "township":
         abort(404)
-    engine, settings = state().engine, state().settings
-    full = _cached(
-        "plan",
-        (node.code, quarter),
-        lambda: _domain_errors(
-            lambda: prevention_plan(
-                engine,
-                settings,
-                node.code,
-                quarter,
-                PLAN_CAMERAS,
-                time_limit_s=PLAN_TIME_LIMIT_S,
-                replicates=PRIORITY_REPLICATES,
-            )
-        ),
-    )
+    full = _result("plan", (node.code, quarter))
     user = current_user()
     role = user.role if user is not None else "viewer"
     plan = {k: v for k, v in full.items() if k not in ("follow_up", "repairs")}

@@ -202,7 +202,7 @@ def test_results_kept_in_redis_are_shared_between_processes(redis_url):
         assert reader.get_or_build(key, _counting_build(builds)) == {"build": 1}
         assert builds == [1]
     finally:
-        builder._redis().delete(SurveyResultStore.redis_key(key))
+        builder._redis().delete(builder.redis_key(key))
 
 
 def test_an_entry_not_signed_with_this_installations_key_is_never_unpickled(redis_url):
@@ -220,7 +220,7 @@ def test_an_entry_not_signed_with_this_installations_key_is_never_unpickled(redi
     client = ours._redis()
     try:
         forged = b"\0" * 32 + pickle.dumps(Boom())
-        client.set(SurveyResultStore.redis_key(key), forged)
+        client.set(ours.redis_key(key), forged)
         assert ours.get(key) == (False, None)
         # signed with another key (another installation sharing the server): not read either
         other.put(key, {"from": "other"})
@@ -228,7 +228,7 @@ def test_an_entry_not_signed_with_this_installations_key_is_never_unpickled(redi
         ours.put(key, {"from": "ours"})
         assert SurveyResultStore(redis_url, secret="a" * 32).get(key) == (True, {"from": "ours"})
     finally:
-        client.delete(SurveyResultStore.redis_key(key))
+        client.delete(ours.redis_key(key))
 
 
 def test_an_unreachable_redis_only_means_building_here():

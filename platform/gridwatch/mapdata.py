@@ -28,7 +28,12 @@ from gridwatch.periods import Period, parse_period, period_of
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import AggregationRun, Area, Camera, PatrolPing, PatrolTeam
 from gridwatch.workers import blocks
-from gridwatch.workers.engine import latest_published_run_id, read_layer, read_metrics
+from gridwatch.workers.engine import (
+    latest_published_run_id,
+    published_run_query,
+    read_layer,
+    read_metrics,
+)
 
 #: Metric columns the maps use, taken from the published metric objects.
 MAP_COLUMNS = (
@@ -79,6 +84,21 @@ def published_run_id(engine: Engine) -> int | None:
     """Return the id of the run whose results the maps show (``None`` before the first)."""
     with session_scope(engine) as session:
         return latest_published_run_id(session)
+
+
+def published_run_stamp(engine: Engine) -> tuple[int | None, str | None]:
+    """Return the id of the run the maps show and when it was published (ISO text).
+
+    Both, for keys of caches shared between processes: ids start again at 1 in a database
+    built anew, the moment of publishing does not.
+    """
+    with session_scope(engine) as session:
+        row = session.execute(
+            published_run_query().add_columns(AggregationRun.published_at)
+        ).first()
+    if row is None:
+        return None, None
+    return row[0], row[1].isoformat() if row[1] is not None else None
 
 
 def area_frame(engine: Engine, area_ids: Iterable[int], level: str) -> gpd.GeoDataFrame:

@@ -19,14 +19,9 @@ entrypoint passes ``--include``).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import pickle
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -36,6 +31,7 @@ from sqlalchemy import Engine, func, select
 from gridwatch.areas import AreaTree, load_tree
 from gridwatch.config import Settings
 from gridwatch.periods import parse_period
+from gridwatch.sharedcache import SharedCache
 from gridwatch.storage.db import session_scope
 from gridwatch.storage.models import ImportBatch
 from gridwatch.targeting.indicators import survey_periods, survey_signature
@@ -54,19 +50,10 @@ PLAN_CAMERAS = 30
 PLAN_TIME_LIMIT_S = 10.0
 #: Entries each process keeps (a county's results are a few hundred kB each).
 LOCAL_ENTRIES = 128
-#: Seconds an entry stays in Redis (a newer run makes it unreachable long before).
-REDIS_TTL_S = 24 * 3600
-REDIS_PREFIX = "gridwatch:survey:"
-#: Length of the HMAC-SHA256 signature in front of each value in Redis.
-SIGNATURE_BYTES = 32
 #: A warm-up not started within this many seconds is dropped (a newer run has its own).
 WARM_EXPIRES_S = 1800
 #: Import kinds that change the survey data.
 SURVEY_IMPORT_KINDS = ("surveys", "survey-responses")
-#: Redis is a cache here: a slow or absent server must not hold a page up, so after a
-#: failure it is left alone for a while (the values are built and kept in process).
-REDIS_TIMEOUT_S = 2.0
-REDIS_RETRY_S = 30.0
 
 
 def data_version(engine: Engine) -> tuple[Any, ...]:
@@ -112,17 +99,18 @@ def result_key(
     return ("survey", kind, database, *version, settings_fingerprint(settings), *params)
 
 
-class SurveyResultStore:
-    """Built values under hashable keys: in this process, and in Redis when configured.
+class SurveyResultStore(SharedCache):
+    """The survey results of this process, and of every process when Redis is configured.
 
-    Values go to Redis pickled and signed (HMAC-SHA256 with ``secret``): one that does not
-    bear this installation's signature is never unpickled (whoever can write to Redis must
-    not be able to run code in the web processes), and counts as missing.
+    Values go to Redis pickled and signed (:class:`gridwatch.sharedcache.SharedCache`): one
+    that does not bear this installation's signature is never unpickled.
 
     Parameters
     ----------
     redis_url : str
         Empty keeps values in this process only.
+    local_entries : int
+        Values kept in this process.
     secret : str
         Key of the signatures (``GRIDWATCH_SECRET_KEY``, the same in every process).
     """
@@ -130,104 +118,11 @@ class SurveyResultStore:
     def __init__(
         self, redis_url: str = "", local_entries: int = LOCAL_ENTRIES, secret: str = ""
     ) -> None:
-        self.redis_url = redis_url
-        self._secret = hashlib.sha256(b"gridwatch survey results\0" + secret.encode()).digest()
-        self.local_entries = local_entries
-        self._local: OrderedDict[Hashable, object] = OrderedDict()
-        self._lock = threading.Lock()
-        self._client: Any = None
-        self._redis_down_until = 0.0
-
-    def _redis(self) -> Any:
-        if not self.redis_url or time.monotonic() < self._redis_down_until:
-            return None
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(
-                self.redis_url,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-            )
-        return self._client
-
-    @staticmethod
-    def redis_key(key: Hashable) -> str:
-        """Return the Redis key of ``key`` (a digest of its text)."""
-        return REDIS_PREFIX + hashlib.sha256(repr(key).encode("utf-8")).hexdigest()
-
-    def get(self, key: Hashable) -> tuple[bool, Any]:
-        """Return ``(True, value)`` when ``key`` is kept here or in Redis, else ``(False, None)``.
-
-        A value read from Redis is kept here too.
-        """
-        with self._lock:
-            if key in self._local:
-                self._local.move_to_end(key)
-                return True, self._local[key]
-        client = self._redis()
-        if client is None:
-            return False, None
-        try:
-            raw = client.get(self.redis_key(key))
-        except Exception as exc:  # a cache: an unreachable Redis means building it here
-            self._redis_failed("read", exc)
-            return False, None
-        if raw is None:
-            return False, None
-        signature, payload = raw[:SIGNATURE_BYTES], raw[SIGNATURE_BYTES:]
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            log.warning("survey results: an entry in Redis is not signed by this installation")
-            return False, None
-        value = pickle.loads(payload)
-        self._keep(key, value)
-        return True, value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        """Keep ``value`` under ``key`` here and, when configured, in Redis."""
-        self._keep(key, value)
-        client = self._redis()
-        if client is None:
-            return
-        try:
-            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            client.set(self.redis_key(key), self._sign(payload) + payload, ex=REDIS_TTL_S)
-        except Exception as exc:
-            self._redis_failed("write", exc)
-
-    def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()
-
-    def _redis_failed(self, action: str, exc: Exception) -> None:
-        log.warning(
-            "survey results: cannot %s Redis (%s); retrying in %gs", action, exc, REDIS_RETRY_S
-        )
-        self._redis_down_until = time.monotonic() + REDIS_RETRY_S
-
-    def get_or_build(self, key: Hashable, build: Callable[[], T]) -> T:
-        """Return the value kept under ``key``, building and keeping it when there is none.
-
-        Two processes missing the same key at once may both build it; the value is the same.
-        """
-        found, value = self.get(key)
-        if found:
-            kept: T = value
-            return kept
-        built = build()
-        self.put(key, built)
-        return built
-
-    def _keep(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._local[key] = value
-            self._local.move_to_end(key)
-            while len(self._local) > self.local_entries:
-                self._local.popitem(last=False)
+        super().__init__("survey", redis_url, secret, local_entries)
 
     def clear_local(self) -> None:
         """Forget the values kept in this process (Redis keeps its own)."""
-        with self._lock:
-            self._local.clear()
+        self.clear()
 
 
 _stores: dict[str, SurveyResultStore] = {}

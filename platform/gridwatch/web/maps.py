@@ -35,7 +35,7 @@ from gridwatch.mapdata import (
     cameras_json,
     map_data,
     polygon_data,
-    published_run_id,
+    published_run_stamp,
     tracks_json,
     weekly_heat_json,
 )
@@ -216,7 +216,7 @@ def cache_key(kind: str, *params: Any) -> tuple[Any, ...]:
     """Return the cache key of a map answer: run, jurisdiction, then ``params``."""
     return (
         kind,
-        published_run_id(state().engine),
+        *published_run_stamp(state().engine),
         tuple(sorted(current_jurisdiction().root_ids)),
         *params,
     )

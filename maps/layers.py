@@ -89,7 +89,25 @@ def class_breaks(values: Sequence[float | None], scale: MetricScale) -> list[flo
         # the commonest value and leave one class; give each value its own class instead.
         return [float(c) for c in distinct[1:]]
     cuts = np.unique(np.round(np.quantile(data, np.linspace(0, 1, k + 1)[1:-1]), scale.digits))
-    return [float(c) for c in cuts if c > data.min()]
+    breaks = [float(c) for c in cuts if c > data.min()]
+    # Counts of a short period pile up on 0 and 1: their quantiles coincide and leave two
+    # classes ("0", "≥ 1") while a few grids have 5 or 20. Cut the tail above the last break
+    # by its own quantiles until every colour is used or no value is left to tell apart.
+    while len(breaks) < k - 1:
+        floor = breaks[-1] if breaks else float(data.min())
+        tail = data[data > floor]
+        if tail.size == 0:
+            break
+        room = k - 1 - len(breaks)
+        more = np.round(np.quantile(tail, np.linspace(0, 1, room + 2)[1:-1]), scale.digits)
+        added = sorted({float(c) for c in more if c > floor})
+        if not added:
+            lowest = float(np.round(tail.min(), scale.digits))
+            if lowest <= floor:
+                break
+            added = [lowest]
+        breaks.extend(added[:room])
+    return breaks
 
 
 def classify(value: float | None, breaks: Sequence[float]) -> int | None:

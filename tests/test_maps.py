@@ -521,6 +521,21 @@ def test_heat_slider_weeks_end_with_the_last_complete_week():
 # -- lighter choropleths ---------------------------------------------------------------------
 
 
+def test_counts_piled_on_zero_and_one_still_use_every_colour():
+    """Most grids have 0 or 1 incident in a week, a few many: not just "0" and "≥ 1"."""
+    scale = METRICS["incidents"]
+    counts = [0] * 1384 + [1] * 1146 + [2] * 453 + [3] * 120 + [4] * 23 + [5, 5, 12, 20, 30]
+    breaks = class_breaks(counts, scale)
+    assert breaks == [1.0, 2.0, 3.0, 4.0]
+    assert len(breaks) == len(scale.colours) - 1
+    assert [classify(v, breaks) for v in (0, 1, 2, 3, 4, 30)] == [0, 1, 2, 3, 4, 4]
+    # A long tail is cut by its own quantiles, in increasing order, never below its floor.
+    tail = class_breaks([0] * 50 + [1] * 30 + [2] * 10 + list(range(3, 13)), scale)
+    assert tail == sorted(set(tail)) and tail[:2] == [1.0, 2.0] and len(tail) == 4
+    # Nothing left to tell apart above the last break: fewer classes, not invented ones.
+    assert class_breaks([0] * 90 + [1] * 10, scale) == [1.0]
+
+
 def test_few_distinct_values_get_a_class_each():
     """Counts 2, 1, 1, 1: quantiles would all fall on 1 and colour every grid alike."""
     scale = METRICS["incidents"]

@@ -48,7 +48,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_database  # noqa: E402
+from city import add_city_arguments, cached_city  # noqa: E402
 
 TARGETS = {
     "count_per_million": 0.3,
@@ -340,17 +340,7 @@ def incremental_section(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grids", type=int, default=5000)
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--cameras", type=int, default=15_000)
-    parser.add_argument("--patrol-hours", type=int, default=50_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=ROOT / "var" / "bench",
-        help="folder of the cached city databases",
-    )
+    add_city_arguments(parser)
     parser.add_argument(
         "--postgis",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -368,16 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         f"GridWatch aggregation benchmark — {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    sizes = {
-        "grids": args.grids,
-        "incidents": args.incidents,
-        "cameras": args.cameras,
-        "patrol_hours": args.patrol_hours,
-    }
-    args.cache.mkdir(parents=True, exist_ok=True)
-    name = "city-" + "-".join(f"{v}" for v in sizes.values()) + f"-s{args.seed}.db"
     start = time.perf_counter()
-    cached = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
+    cached = cached_city(args, progress=lambda m: log(f"  {m}"))
     log(f"city: {cached} ({time.perf_counter() - start:.1f} s to build or reuse)")
 
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as scratch:

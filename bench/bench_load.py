@@ -44,7 +44,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_database  # noqa: E402
+from city import add_city_arguments, cached_city  # noqa: E402
 from support import Gunicorn, aggregated_city, last_quarter, log, server_env  # noqa: E402
 
 SECRET_KEY = "bench-load-secret-key-0123456789"
@@ -170,25 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn -w")
-    parser.add_argument("--grids", type=int, default=500)
-    parser.add_argument("--incidents", type=int, default=100_000)
-    parser.add_argument("--cameras", type=int, default=1_500)
-    parser.add_argument("--patrol-hours", type=int, default=5_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
+    add_city_arguments(parser, grids=500, incidents=100_000, cameras=1_500, patrol_hours=5_000)
     args = parser.parse_args(argv)
 
-    sizes = {
-        "grids": args.grids,
-        "incidents": args.incidents,
-        "cameras": args.cameras,
-        "patrol_hours": args.patrol_hours,
-    }
-    name = "city-{grids}-{incidents}-{cameras}-{patrol_hours}".format(**sizes)
-    name += f"-s{args.seed}.db"
-    args.cache.mkdir(parents=True, exist_ok=True)
-    log(f"GridWatch load benchmark ({os.cpu_count()} CPUs), city {name}")
-    city = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
+    city = cached_city(args, progress=lambda m: log(f"  {m}"))
+    log(f"GridWatch load benchmark ({os.cpu_count()} CPUs), city {city.name}")
     database, marker = aggregated_city(city, "load", SECRET_KEY, after=_bench_user)
     token = marker["token"]
     period = last_quarter(city)

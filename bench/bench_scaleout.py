@@ -39,7 +39,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_frames, load_city  # noqa: E402
+from city import add_city_arguments, city_frames, city_sizes, load_city  # noqa: E402
 from support import free_port, log  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -199,11 +199,9 @@ def timed_run(env: dict[str, str], timeout: float = 900.0) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--grids", type=int, default=1000)
-    parser.add_argument("--incidents", type=int, default=200_000)
-    parser.add_argument("--cameras", type=int, default=3_000)
-    parser.add_argument("--patrol-hours", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_city_arguments(
+        parser, grids=1000, incidents=200_000, cameras=3_000, patrol_hours=10_000, cache=False
+    )
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count")
     parser.add_argument(
@@ -237,13 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     "GRIDWATCH_SECRET_KEY": SECRET_KEY,
                 }
             )
-            city = city_frames(
-                args.seed,
-                grids=args.grids,
-                incidents=args.incidents,
-                cameras=args.cameras,
-                patrol_hours=args.patrol_hours,
-            )
+            city = city_frames(args.seed, **city_sizes(args))
             engine = create_db_engine(services.database_url)
             try:
                 load_city(engine, city)

@@ -62,7 +62,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from city import city_database  # noqa: E402
+from city import add_city_arguments, cached_city  # noqa: E402
 from support import Gunicorn, aggregated_city, last_quarter, log, server_env  # noqa: E402
 
 TARGETS = {"page_mb": 1.5, "draw_s": 1.0, "api_p99_ms": 100.0}
@@ -510,12 +510,7 @@ def api_section(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grids", type=int, default=5000)
-    parser.add_argument("--incidents", type=int, default=1_000_000)
-    parser.add_argument("--cameras", type=int, default=15_000)
-    parser.add_argument("--patrol-hours", type=int, default=50_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
+    add_city_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="browser loads per page")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0, help="load per endpoint")
@@ -538,15 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)"
     )
-    sizes = {
-        "grids": args.grids,
-        "incidents": args.incidents,
-        "cameras": args.cameras,
-        "patrol_hours": args.patrol_hours,
-    }
-    args.cache.mkdir(parents=True, exist_ok=True)
-    name = "city-" + "-".join(f"{v}" for v in sizes.values()) + f"-s{args.seed}.db"
-    city = city_database(args.cache / name, args.seed, progress=lambda m: log(f"  {m}"), **sizes)
+    city = cached_city(args, progress=lambda m: log(f"  {m}"))
     aggregated, _ = aggregated_city(city, "web", SECRET_KEY)
     period = last_quarter(city)
     log(

@@ -40,6 +40,7 @@ built SQLite file for reuse. Import from bench scripts with the bench directory 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import itertools
 import json
@@ -1407,6 +1408,47 @@ def city_database(
     }
     marker_path.write_text(json.dumps(marker, indent=2) + "\n", "utf-8")
     return path
+
+
+def add_city_arguments(
+    parser: argparse.ArgumentParser,
+    grids: int = 5000,
+    incidents: int = 1_000_000,
+    cameras: int = 15_000,
+    patrol_hours: int = 50_000,
+    cache: bool = True,
+) -> None:
+    """Add the city's size options (and ``--seed``, and ``--cache`` for a kept database)."""
+    parser.add_argument("--grids", type=int, default=grids)
+    parser.add_argument("--incidents", type=int, default=incidents)
+    parser.add_argument("--cameras", type=int, default=cameras)
+    parser.add_argument("--patrol-hours", type=int, default=patrol_hours)
+    parser.add_argument("--seed", type=int, default=0)
+    if cache:
+        parser.add_argument(
+            "--cache",
+            type=Path,
+            default=Path(__file__).resolve().parent.parent / "var" / "bench",
+            help="folder of the cached city databases",
+        )
+
+
+def city_sizes(args: argparse.Namespace) -> dict[str, int]:
+    """Return the sizes :func:`add_city_arguments` read, as :func:`build_city` takes them."""
+    return {
+        "grids": args.grids,
+        "incidents": args.incidents,
+        "cameras": args.cameras,
+        "patrol_hours": args.patrol_hours,
+    }
+
+
+def cached_city(args: argparse.Namespace, progress: Callable[[str], None] | None = None) -> Path:
+    """Return the city database of the options in ``args`` (in ``--cache``, built if needed)."""
+    sizes = city_sizes(args)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    name = "city-" + "-".join(f"{v}" for v in sizes.values()) + f"-s{args.seed}.db"
+    return city_database(args.cache / name, args.seed, progress=progress, **sizes)
 
 
 def _sqlite_side_files(path: Path) -> list[Path]:

@@ -102,6 +102,19 @@ class Unit:
 # -- runs ----------------------------------------------------------------------------------
 
 
+#: The camera fields coverage reads (a township's cameras and the county's views alike).
+CAMERA_COLUMNS = (
+    Camera.lon,
+    Camera.lat,
+    Camera.status,
+    Camera.type,
+    Camera.direction_deg,
+    Camera.fov_deg,
+    Camera.range_m,
+    Camera.grid_id,
+)
+
+
 def latest_published_run_id(session: Session) -> int | None:
     """Return the id of the newest published run, or ``None``."""
     return session.scalar(published_run_query())
@@ -677,16 +690,7 @@ def _run_coverage(
         parents = select(Area.parent_id).where(Area.parent_id.is_not(None))
         grid_ids = sorted(session.scalars(select(Area.id).where(Area.id.not_in(parents))))
     grids = countywide.GridGeometry.load(session, grid_ids)
-    columns = [
-        Camera.lon,
-        Camera.lat,
-        Camera.status,
-        Camera.type,
-        Camera.direction_deg,
-        Camera.fov_deg,
-        Camera.range_m,
-        Camera.grid_id,
-    ]
+    columns = CAMERA_COLUMNS
     stmt = select(*columns)
     if local and not grids.frame.empty:
         minx, miny, maxx, maxy = grids.frame.total_bounds
@@ -768,16 +772,7 @@ def _county_views(session: Session) -> Any:
     entry = _COUNTY_VIEWS.get(url)
     if entry is not None and entry[0] == signature:
         return entry[1]
-    columns = [
-        Camera.lon,
-        Camera.lat,
-        Camera.status,
-        Camera.type,
-        Camera.direction_deg,
-        Camera.fov_deg,
-        Camera.range_m,
-        Camera.grid_id,
-    ]
+    columns = CAMERA_COLUMNS
     cameras = read_frame(session, select(*columns), [c.key for c in columns])
     views = camera_views(cameras) if len(cameras) else np.array([], dtype=object)
     index = ViewIndex(views)

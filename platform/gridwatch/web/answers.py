@@ -243,7 +243,6 @@ class AnswerCache:
 
     def __init__(self, app: WSGIApp, engine: Engine, max_bytes: int) -> None:
         self.app = app
-        self.engine = engine
         self.store = AnswerStore(max_bytes)
         self._query = OneRowQuery(
             engine,
